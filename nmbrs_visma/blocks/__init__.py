@@ -1,0 +1,1 @@
+"""Prefect block types: Visma.net account, Nmbrs account, administration mapping."""
