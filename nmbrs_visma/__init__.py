@@ -5,15 +5,15 @@ Importing the package registers its Prefect block types (it is a `prefect.collec
 
 from __future__ import annotations
 
+import contextlib
+
 __version__ = "0.1.0"
 
 
 def _register_blocks() -> None:
     """Import the block modules so Prefect can load blocks by slug; quiet when Prefect is absent."""
-    try:
+    with contextlib.suppress(ImportError):  # the core stays usable without Prefect
         from nmbrs_visma import blocks  # noqa: F401
-    except ImportError:  # pragma: no cover - the core is usable without Prefect
-        pass
 
 
 _register_blocks()

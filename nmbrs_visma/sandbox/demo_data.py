@@ -89,16 +89,26 @@ class DemoCompany:
 COMPANIES: tuple[DemoCompany, ...] = (
     DemoCompany("3a0e0000-0000-4000-8000-000000001001", 1001, "Bakkerij Noord BV", "101", "1000001"),
     DemoCompany(
-        "3a0e0000-0000-4000-8000-000000001002", 1002, "Bakkerij Zuid BV", "101", "1000002", branch="2",
-        cost_centers=("100", "200"), cost_units=("1", "2"),
+        "3a0e0000-0000-4000-8000-000000001002",
+        1002,
+        "Bakkerij Zuid BV",
+        "101",
+        "1000002",
+        branch="2",
+        cost_centers=("100", "200"),
+        cost_units=("1", "2"),
     ),
     DemoCompany(
-        "3a0e0000-0000-4000-8000-000000001003", 1003, "Bakkerij Oost BV", "101", "1000001",
+        "3a0e0000-0000-4000-8000-000000001003",
+        1003,
+        "Bakkerij Oost BV",
+        "101",
+        "1000001",
         corrections=(1, 2),
     ),
-    DemoCompany("3a0e0000-0000-4000-8000-000000001004", 1004, "Demo Testbedrijf BV", "101", "1000001",
-                test_company=True),
-    DemoCompany("3a0e0000-0000-4000-8000-000000001005", 1005, "Bakkerij West BV", "101", "1000001",
-                locked=False),
+    DemoCompany(
+        "3a0e0000-0000-4000-8000-000000001004", 1004, "Demo Testbedrijf BV", "101", "1000001", test_company=True
+    ),
+    DemoCompany("3a0e0000-0000-4000-8000-000000001005", 1005, "Bakkerij West BV", "101", "1000001", locked=False),
     DemoCompany("3a0e0000-0000-4000-8000-000000002001", 2001, "Slapende Holding BV", "102", "1000003"),
 )
