@@ -1,0 +1,273 @@
+"""Visma.net ERP client: the reference data the checks need and journal transactions v2 (sync, httpx2).
+
+Reads are retried on 5xx and transport errors; a create is sent once (a lost answer is resolved by the
+caller's look-up of its posting key, never by sending again). Amounts come back as exact Decimals.
+Auth is `VismaConnectAuth` (clients/visma_connect.py), re-exported here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, Self
+
+import httpx2
+from pydantic import BaseModel, ConfigDict
+
+from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiError, RateLimit, RetryPolicy, Sender
+from nmbrs_visma.clients.visma_connect import (
+    DEFAULT_AUTHORIZE_URL,
+    DEFAULT_TOKEN_URL,
+    INTERACTIVE_SCOPES,
+    SERVICE_SCOPES,
+    AuthorizationRequest,
+    VismaConnectAuth,
+)
+from nmbrs_visma.journals.models import AdministrationReference, FinancialPeriod, LedgerAccount, Segment
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.finance.visma.net"
+TENANT_HEADER = "ipp-company-id"
+_MAX_PAGES = 10_000
+_CENT = Decimal("0.01")
+
+__all__ = [
+    "DEFAULT_AUTHORIZE_URL",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TOKEN_URL",
+    "INTERACTIVE_SCOPES",
+    "SERVICE_SCOPES",
+    "AuthorizationRequest",
+    "JournalTransactionSummary",
+    "VismaConnectAuth",
+    "VismaNetClient",
+]
+
+
+class JournalTransactionSummary(BaseModel):
+    """One GL batch as the listing shows it, all its pages put together."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_number: str
+    description: str = ""
+    financial_period: str
+    status: str
+    branch: str = ""
+    line_count: int
+    debit: Decimal
+    credit: Decimal
+
+
+def _json(response: httpx2.Response) -> Any:
+    return json.loads(response.content, parse_float=Decimal) if response.content else None
+
+
+def _date(value: str | None) -> dt.date:
+    if not value:
+        raise ValueError("missing date")
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+
+
+def _period_id(row: Mapping[str, Any]) -> str:
+    """`period` is YYYYPP; tolerate PPYYYY, or derive it from year + start date."""
+    period = str(row.get("period") or "")
+    year = str(row.get("year") or "")
+    if len(period) == 6 and period.isdigit():
+        return period if period.startswith(year) or not year else f"{period[2:]}{period[:2]}"
+    return f"{year}{_date(row.get('startDate')).month:02d}"
+
+
+class VismaNetClient:
+    """One Visma.net tenant, through one Visma Connect account. Use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        auth: VismaConnectAuth,
+        timeout: float = 30.0,
+        page_size: int = 1000,
+        send_tenant_header: bool = False,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx2.BaseTransport | None = None,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if send_tenant_header and auth.tenant_id:
+            headers[TENANT_HEADER] = auth.tenant_id  # the API refuses a token of another tenant
+        self.auth = auth
+        self.page_size = page_size
+        self._http = httpx2.Client(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            timeout=timeout,
+            headers=headers,
+            transport=transport,
+            event_hooks=dict(event_hooks or {}),
+        )
+        self._sender = Sender(self._http, VISMA_NET_ERRORS, policy=policy, sleep=sleep)
+
+    def __repr__(self) -> str:
+        return f"VismaNetClient(base_url={str(self._http.base_url)!r}, tenant_id={self.auth.tenant_id!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The last `X-RateLimit-*` headers seen."""
+        return self._sender.rate_limit
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = self._sender.request("GET", path, params=dict(params or {}))
+        logger.debug("Visma.net GET %s -> %s", path, response.status_code)
+        return _json(response)
+
+    # -- reference data --
+
+    def financial_periods(self) -> dict[str, FinancialPeriod]:
+        """Every financial period, keyed "YYYYPP"."""
+        periods: dict[str, FinancialPeriod] = {}
+        for row in self._get("/v1/financialPeriod") or []:
+            period_id = _period_id(row)
+            periods[period_id] = FinancialPeriod(
+                period_id=period_id,
+                start_date=_date(row.get("startDate")),
+                end_date=_date(row.get("endDate")),
+                active=bool(row.get("active", True)),
+                closed_in_gl=bool(row.get("closedInGeneralLedger", False)),
+            )
+        return periods
+
+    def subaccount_segments(self, dimension_id: str = "SUBACCOUNT") -> tuple[Segment, ...]:
+        body = self._get(f"/v1/dimension/{dimension_id}", {"expandSegmentsValues": "true"}) or {}
+        return tuple(
+            Segment(
+                segment_id=int(segment["segmentId"]),
+                description=str(segment.get("description") or ""),
+                length=int(segment.get("length") or 0),
+                values={str(v["valueId"]): bool(v.get("active", True)) for v in segment.get("segmentValues") or []},
+            )
+            for segment in body.get("segments") or []
+        )
+
+    def accounts(self) -> dict[str, LedgerAccount]:
+        return {
+            str(row["accountCD"]): LedgerAccount(
+                number=str(row["accountCD"]),
+                description=str(row.get("description") or ""),
+                active=bool(row.get("active", True)),
+            )
+            for row in self._get("/v1/account") or []
+        }
+
+    def branches(self) -> list[str]:
+        return [str(row["number"]) for row in self._get("/v1/branch") or []]
+
+    def ledgers(self) -> list[str]:
+        return [str(row["number"]) for row in self._get("/v1/ledger") or []]
+
+    def reference(self, dimension_id: str = "SUBACCOUNT") -> AdministrationReference:
+        """Periods, accounts and subaccount segments: what checks and mapping need, read once per run."""
+        return AdministrationReference(
+            tenant_id=self.auth.tenant_id or "",
+            periods=self.financial_periods(),
+            accounts=self.accounts(),
+            segments=self.subaccount_segments(dimension_id),
+        )
+
+    # -- journal transactions v2 --
+
+    def create_journal_transaction(self, payload: bytes) -> str:
+        """POST once; the batch number comes from `Location`. Never retried after it may have reached the API:
+        on `ServerError`/`TransportError` the outcome is unknown and the caller must look the key up."""
+        response = self._sender.request(
+            "POST", "/v2/journaltransaction", content=payload, headers={"Content-Type": "application/json"}
+        )
+        location = response.headers.get("Location", "")
+        batch_number = location.rstrip("/").rsplit("/", 1)[-1] if location else ""
+        if not batch_number:
+            raise ApiError(
+                response.status_code,
+                "NoLocation",
+                "journal transaction created but the answer carries no Location header",
+                response.headers.get("Ipp-Request-Id"),
+                api="Visma.net",
+                method="POST",
+                path="/v2/journaltransaction",
+            )
+        logger.info("Visma.net created journal transaction %s", batch_number)
+        return batch_number
+
+    def journal_transaction(self, batch_number: str) -> dict[str, Any]:
+        """One `JournalTransactionDto`, amounts as Decimal."""
+        return self._get(f"/v2/journaltransaction/{batch_number}")
+
+    def list_journal_transactions(
+        self, period_id: str, *, module: str = "GL", last_modified: dt.datetime | None = None
+    ) -> list[JournalTransactionSummary]:
+        """Every batch of a period, all pages read. Pages count lines, so a batch may continue on the next
+        page: lines are gathered per `batchNumber` (de-duplicated by line number)."""
+        params: dict[str, Any] = {"periodId": period_id, "module": module, "pageSize": self.page_size}
+        if last_modified is not None:
+            params["lastModifiedDateTime"] = last_modified.strftime("%Y-%m-%dT%H:%M:%S")
+        headers: dict[str, dict[str, Any]] = {}
+        lines: dict[str, dict[Any, Mapping[str, Any]]] = {}
+        seen = 0
+        for page_number in range(1, _MAX_PAGES + 1):
+            page = self._get("/v2/journaltransaction", {**params, "pageNumber": page_number}) or []
+            page_lines = 0
+            total: int | None = None
+            max_page: int | None = None
+            for batch in page:
+                number = str(batch["batchNumber"])
+                headers.setdefault(number, batch)
+                bucket = lines.setdefault(number, {})
+                for line in batch.get("journalTransactionLines") or []:
+                    bucket[line.get("lineNumber", len(bucket) + 1)] = line
+                    page_lines += 1
+                metadata = batch.get("metadata") or {}
+                total = int(metadata["totalCount"]) if metadata.get("totalCount") is not None else total
+                max_page = int(metadata["maxPageSize"]) if metadata.get("maxPageSize") else max_page
+            seen += page_lines
+            full_page = min(self.page_size, max_page or self.page_size)  # the API caps pageSize silently
+            if not page or (seen >= total if total is not None else page_lines < full_page):
+                break
+        else:
+            raise ApiError(None, "TooManyPages", f"period {period_id}: more than {_MAX_PAGES} pages", api="Visma.net")
+        return [self._summary(headers[number], list(lines[number].values())) for number in headers]
+
+    @staticmethod
+    def _summary(header: Mapping[str, Any], lines: list[Mapping[str, Any]]) -> JournalTransactionSummary:
+        def total(key: str, line_key: str) -> Decimal:
+            if header.get(key) is not None:
+                return Decimal(str(header[key])).quantize(_CENT)
+            return sum((Decimal(str(line.get(line_key) or 0)) for line in lines), Decimal("0")).quantize(_CENT)
+
+        return JournalTransactionSummary(
+            batch_number=str(header["batchNumber"]),
+            description=str(header.get("description") or ""),
+            financial_period=str(header.get("financialPeriod") or ""),
+            status=str(header.get("status") or ""),
+            branch=str(header.get("branch") or ""),
+            line_count=len(lines),
+            debit=total("debitTotal", "debitAmount"),
+            credit=total("creditTotal", "creditAmount"),
+        )
+
+    def release_journal_transaction(self, batch_number: str) -> None:
+        self._sender.request("POST", f"/v2/journaltransaction/{batch_number}/action/release")
+        logger.info("Visma.net released journal transaction %s", batch_number)

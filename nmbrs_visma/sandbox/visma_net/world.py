@@ -1,0 +1,304 @@
+"""The Visma.net emulator's state: tenants and their reference data, posted batches, OAuth clients and tokens,
+rate-limit budgets and fault switches. One lock guards it all (the app serves from a thread pool).
+
+Tests hold the world object, flip its switches at run time and inspect what was booked
+(`world.transactions(tenant_id)`); the demo seeds it from `sandbox/demo_data.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+from calendar import monthrange
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from nmbrs_visma.sandbox import demo_data
+
+SERVICE_SCOPES = ("vismanet_erp_service_api:create", "vismanet_erp_service_api:read", "vismanet_erp_service_api:update")
+INTERACTIVE_SCOPES = (
+    "vismanet_erp_interactive_api:create",
+    "vismanet_erp_interactive_api:read",
+    "vismanet_erp_interactive_api:update",
+)
+
+# Registered demo clients (the secrets are public demo values, valid only against this emulator).
+SERVICE_CLIENT_ID = "nv-demo-service"
+SERVICE_CLIENT_SECRET = "nv-demo-service-secret-0f3a9c"
+INTERACTIVE_CLIENT_ID = "nv-demo-interactive"
+INTERACTIVE_CLIENT_SECRET = "nv-demo-interactive-secret-7b21e4"
+DEMO_REDIRECT_URI = "http://127.0.0.1:8765/callback"  # loopback: any port is accepted (RFC 8252)
+DEMO_USER = "payroll@bakkerij.example"
+
+LoseMode = Literal["502", "drop", "timeout"]
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    name: str
+    accounts: dict[str, tuple[str, bool]]  # number -> (description, active)
+    branches: dict[str, str]  # number -> name
+    ledgers: dict[str, str]  # id -> description
+    segments: dict[int, tuple[str, int, dict[str, bool]]]  # id -> (description, length, {value: active})
+    periods: dict[str, tuple[dt.date, dt.date, bool, bool]]  # YYYYPP -> (start, end, active, closed_in_gl)
+    dimension_id: str = "SUBACCOUNT"
+    batches: dict[str, StoredTransaction] = field(default_factory=dict)
+    next_batch: int = 1
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    line_number: int
+    account: str
+    subaccount: dict[int, str]  # segment id -> value (missing segments get the zero default)
+    reference: str
+    description: str
+    debit: Decimal
+    credit: Decimal
+    branch: str
+
+
+@dataclass
+class StoredTransaction:
+    batch_number: str
+    period_id: str
+    transaction_date: dt.date
+    ledger: str
+    branch: str
+    description: str
+    hold: bool
+    status: str  # Hold, Balanced, Unposted, Posted
+    lines: list[StoredLine]
+    last_modified: dt.datetime
+    currency: str = "EUR"
+
+    @property
+    def debit_total(self) -> Decimal:
+        return sum((line.debit for line in self.lines), Decimal("0"))
+
+    @property
+    def credit_total(self) -> Decimal:
+        return sum((line.credit for line in self.lines), Decimal("0"))
+
+
+@dataclass
+class OAuthClient:
+    client_id: str
+    secret: str
+    kind: Literal["service", "interactive"]
+    tenants: frozenset[str]
+    redirect_uris: tuple[str, ...] = ()
+    rotate_refresh_tokens: bool = True  # one-time refresh tokens (else re-usable)
+
+
+@dataclass
+class Grant:
+    """An access or refresh token (or authorization code) the emulator issued."""
+
+    client_id: str
+    tenant_id: str
+    scopes: frozenset[str]
+    expires_at: float
+    kind: Literal["access", "refresh", "code"] = "access"
+    user: str | None = None
+    used_at: float | None = None  # refresh tokens and codes: when first redeemed
+    redirect_uri: str | None = None  # codes
+    code_challenge: str | None = None  # codes
+
+
+@dataclass
+class Faults:
+    """Switches tests flip at run time. Shares are drawn from a seeded generator, so runs repeat."""
+
+    create_latency: float = 0.0  # seconds added to every create
+    read_latency: float = 0.0  # seconds added to every read
+    server_error_share: float = 0.0  # share of API calls answered 500
+    fail_next: int = 0  # the next N API calls are answered 503 (deterministic)
+    lose_next_creates: int = 0  # the next N creates commit, then lose the response
+    lose_mode: LoseMode = "502"
+    lose_timeout: float = 5.0  # "timeout": seconds to hold the answer back (make it exceed the client timeout)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One API request as the emulator got it (contract tests validate these bodies)."""
+
+    time: float
+    method: str
+    path: str
+    query: str
+    tenant_id: str | None
+    body: bytes
+
+
+@dataclass
+class RateBudget:
+    window_start: float
+    used: int = 0
+
+
+class VismaWorld:
+    """All state of one emulator instance. Defaults are the real service's; tests shorten them."""
+
+    def __init__(
+        self,
+        *,
+        access_token_lifetime: float = 3600.0,
+        refresh_token_lifetime: float = 30 * 24 * 3600.0,
+        refresh_grace_period: float = 10.0,
+        code_lifetime: float = 300.0,
+        rate_limit_per_window: int = 5000,
+        rate_window_seconds: float = 3600.0,
+        max_page_size: int = 1000,
+        post_on_release: bool = True,
+        clock: Callable[[], float] = time.time,
+        seed: int = 7,
+    ) -> None:
+        import random
+
+        self.lock = threading.RLock()
+        self.tenants: dict[str, Tenant] = {}
+        self.clients: dict[str, OAuthClient] = {}
+        self.grants: dict[str, Grant] = {}  # token or code -> grant
+        self.access_token_lifetime = access_token_lifetime
+        self.refresh_token_lifetime = refresh_token_lifetime
+        self.refresh_grace_period = refresh_grace_period
+        self.code_lifetime = code_lifetime
+        self.rate_limit_per_window = rate_limit_per_window
+        self.rate_window_seconds = rate_window_seconds
+        self.max_page_size = max_page_size
+        self.post_on_release = post_on_release
+        self.faults = Faults()
+        self.clock = clock
+        self.random = random.Random(seed)
+        self.budgets: dict[str, RateBudget] = {}
+        self.received: list[Received] = []  # every API request, in arrival order
+        self.token_requests: list[tuple[float, str]] = []  # (time, grant_type)
+
+    # -- seeding --
+
+    def seed_demo(self) -> VismaWorld:
+        """The demo world: every tenant of demo_data, the demo clients, two years of periods."""
+        for demo in demo_data.TENANTS:
+            self.add_tenant(demo.tenant_id, demo.name, branches=demo.branches, ledger=demo.ledger)
+        every = frozenset(self.tenants)
+        self.add_client(OAuthClient(SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, "service", every))
+        self.add_client(
+            OAuthClient(INTERACTIVE_CLIENT_ID, INTERACTIVE_CLIENT_SECRET, "interactive", every, (DEMO_REDIRECT_URI,))
+        )
+        return self
+
+    def add_tenant(self, tenant_id: str, name: str, *, branches: tuple[str, ...] = ("1",), ledger: str = "L") -> Tenant:
+        periods: dict[str, tuple[dt.date, dt.date, bool, bool]] = {}
+        for year in demo_data.YEARS:
+            for month in range(1, 13):
+                period_id = f"{year}{month:02d}"
+                start = dt.date(year, month, 1)
+                end = dt.date(year, month, monthrange(year, month)[1])
+                periods[period_id] = (
+                    start,
+                    end,
+                    period_id not in demo_data.INACTIVE_PERIODS,
+                    period_id in demo_data.CLOSED_PERIODS,
+                )
+        tenant = Tenant(
+            tenant_id=tenant_id,
+            name=name,
+            accounts={number: (description, active) for number, description, active in demo_data.ACCOUNTS},
+            branches={number: f"{name} branch {number}" for number in branches},
+            ledgers={ledger: "Actual ledger"},
+            segments={
+                sid: (description, length, dict(values)) for sid, description, length, values in demo_data.SEGMENTS
+            },
+            periods=periods,
+        )
+        with self.lock:
+            self.tenants[tenant_id] = tenant
+        return tenant
+
+    def add_client(self, client: OAuthClient) -> None:
+        with self.lock:
+            self.clients[client.client_id] = client
+
+    # -- what tests inspect --
+
+    def transactions(self, tenant_id: str) -> list[StoredTransaction]:
+        """Every batch booked in a tenant, in creation order."""
+        with self.lock:
+            return list(self.tenants[tenant_id].batches.values())
+
+    # -- tokens --
+
+    def new_token(self, grant: Grant) -> str:
+        token = secrets.token_urlsafe(32)
+        with self.lock:
+            self.grants[token] = grant
+        return token
+
+    def grant(self, token: str) -> Grant | None:
+        with self.lock:
+            return self.grants.get(token)
+
+    def expire_access_tokens(self) -> None:
+        """Make every issued access token expire now (tests of the client's re-authentication)."""
+        now = self.clock()
+        with self.lock:
+            for grant in self.grants.values():
+                if grant.kind == "access":
+                    grant.expires_at = min(grant.expires_at, now)
+
+    # -- rate limits --
+
+    def take_budget(self, tenant_id: str) -> tuple[bool, int, float]:
+        """Count one API call against the tenant's window: (allowed, remaining, seconds until reset)."""
+        now = self.clock()
+        with self.lock:
+            budget = self.budgets.get(tenant_id)
+            if budget is None or now - budget.window_start >= self.rate_window_seconds:
+                budget = self.budgets[tenant_id] = RateBudget(window_start=now)
+            reset = budget.window_start + self.rate_window_seconds - now
+            if budget.used >= self.rate_limit_per_window:
+                return False, 0, reset
+            budget.used += 1
+            return True, self.rate_limit_per_window - budget.used, reset
+
+    # -- faults --
+
+    def draw_server_error(self) -> bool:
+        with self.lock:
+            if self.faults.fail_next > 0:
+                self.faults.fail_next -= 1
+                return True
+            return self.faults.server_error_share > 0 and self.random.random() < self.faults.server_error_share
+
+    def take_lost_create(self) -> LoseMode | None:
+        with self.lock:
+            if self.faults.lose_next_creates > 0:
+                self.faults.lose_next_creates -= 1
+                return self.faults.lose_mode
+            return None
+
+
+__all__ = [
+    "DEMO_REDIRECT_URI",
+    "DEMO_USER",
+    "INTERACTIVE_CLIENT_ID",
+    "INTERACTIVE_CLIENT_SECRET",
+    "INTERACTIVE_SCOPES",
+    "SERVICE_CLIENT_ID",
+    "SERVICE_CLIENT_SECRET",
+    "SERVICE_SCOPES",
+    "Faults",
+    "Grant",
+    "OAuthClient",
+    "Received",
+    "StoredLine",
+    "StoredTransaction",
+    "Tenant",
+    "VismaWorld",
+]
