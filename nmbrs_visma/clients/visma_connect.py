@@ -227,6 +227,7 @@ class VismaConnectAuth(httpx2.Auth):
         """Run one token request (retrying transport errors and 5xx), store the token and hand it on."""
         for attempt in range(1, self.attempts + 1):
             self._last_status = None
+            asked_at = time.time()  # expiry counts from the request, not the answer: never optimistic
             try:
                 token = fetch()
                 break
@@ -243,8 +244,8 @@ class VismaConnectAuth(httpx2.Auth):
                     raise TransportError(None, type(exc).__name__, f"{what}: no answer", api=_API) from None
             time.sleep(min(2.0, 0.2 * 2**attempt))
         stored = {key: token[key] for key in token if key != "id_token"}
-        if "expires_at" not in stored and "expires_in" in stored:
-            stored["expires_at"] = int(time.time()) + int(stored["expires_in"])
+        if stored.get("expires_in") is not None:
+            stored["expires_at"] = asked_at + float(stored["expires_in"])
         self._token = stored
         if self._on_token is not None:
             self._on_token(dict(stored))
