@@ -56,6 +56,7 @@ class StatusRow(BaseModel):
     batch_number: str | None = None
     status: Status
     reason: str = ""
+    codes: tuple[str, ...] = ()  # the refusal codes behind `reason` (machine-readable; not shown in tables)
 
     def cells(self) -> dict[str, str]:
         """The row as display strings, in `COLUMNS` order (amounts with two decimals)."""

@@ -1,0 +1,86 @@
+"""Extract a company's payroll journals of one period from Nmbrs (or from a journal file given by hand).
+
+Which journal the API is asked for follows the mapping: with cost centers and cost units
+`journalscostcenterunit`, with cost centers only `journalscostcenter`, else `journals` (a mapping with cost
+units only also needs `journalscostcenterunit`: it is the only kind that carries them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from nmbrs_visma.journals.models import AdministrationMapping, PayrollRun
+from nmbrs_visma.journals.nmbrs_xml import JournalXmlError
+from nmbrs_visma.payroll_period import PayrollPeriod
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
+
+
+def mapping_journal_kind(mapping: AdministrationMapping) -> str:
+    """The journal export that carries the dimensions the mapping books."""
+    from nmbrs_visma.clients.nmbrs import journal_kind
+
+    return journal_kind(cost_center=mapping.cost_center.enabled, cost_unit=mapping.cost_unit.enabled)
+
+
+@dataclass(frozen=True)
+class RunJournal:
+    """One payroll run and its journal lines (a line frame), or why its journal could not be read."""
+
+    run: PayrollRun
+    lines: pd.DataFrame | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CompanyJournals:
+    """What extraction found for one company in one period."""
+
+    company: int
+    company_name: str = ""
+    runs: list[RunJournal] = field(default_factory=list)
+    error: str | None = None  # the source as a whole could not be read (a journal file)
+
+
+def runs_of_period(runs: list[PayrollRun], period: PayrollPeriod) -> list[PayrollRun]:
+    """The runs whose (last) payroll period is the month asked for, in run order."""
+    chosen = [run for run in runs if run.year == period.year and run.period_end == period.month]
+    return sorted(chosen, key=lambda run: run.run_number)
+
+
+@task(name="find-nmbrs-companies", task_run_name="find-nmbrs-companies-{account}", cache_policy=NO_CACHE, retries=1)
+def find_nmbrs_companies(account: str, client: NmbrsClient) -> dict[int, NmbrsCompany]:
+    """Every company the account reaches, by company number (debtors first: the global list refuses
+    multi-debtor consent)."""
+    found: dict[int, NmbrsCompany] = {}
+    for debtor in client.debtors():
+        for company in client.companies(debtor.debtor_id):
+            found[company.number] = company
+    return found
+
+
+@task(
+    name="extract-journals",
+    task_run_name="extract-{company_number}-{period}",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=10,
+)
+def extract_journals(
+    company_number: int, company: NmbrsCompany, client: NmbrsClient, period: PayrollPeriod, kind: str
+) -> CompanyJournals:
+    """The company's runs of `period` and their journals (all reads: safe for Prefect to retry)."""
+    runs = runs_of_period(client.runs(company, period.year), period)
+    journals = []
+    for run in runs:
+        try:
+            journals.append(RunJournal(run, client.journals(run, kind=kind)))
+        except JournalXmlError as exc:
+            journals.append(RunJournal(run, error=str(exc)))
+    return CompanyJournals(company_number, company.name, journals)

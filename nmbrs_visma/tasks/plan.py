@@ -1,0 +1,141 @@
+"""Eligibility and the plan of one company's period: every refusal reason, or the transactions to post.
+
+Pure (no Prefect, no I/O): the core checks and builds, this module only turns their answers into status rows
+and `Posting`s. A company with any refused run in the period posts nothing in that period, so a payroll month
+is never half booked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nmbrs_visma.journals.build import PlannedTransaction, plan_run
+from nmbrs_visma.journals.keys import mapping_administration_id
+from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
+from nmbrs_visma.payroll_period import PayrollPeriod
+from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.tasks.extract import CompanyJournals
+from nmbrs_visma.tasks.posting import Posting
+
+
+@dataclass
+class CompanyPlan:
+    rows: list[StatusRow] = field(default_factory=list)  # refused / no run
+    postings: list[Posting] = field(default_factory=list)
+
+
+def refusal_text(refusals: Sequence[Refusal]) -> str:
+    """Every reason, once each, in the order found."""
+    seen: dict[str, None] = {}
+    for refusal in refusals:
+        seen.setdefault(refusal.message, None)
+    return "; ".join(seen)
+
+
+def refused_row(
+    company: int,
+    refusals: Sequence[Refusal],
+    *,
+    period: PayrollPeriod | None = None,
+    company_name: str = "",
+    administration: str = "",
+    reference: str = "",
+    status: Status = Status.REFUSED,
+) -> StatusRow:
+    return StatusRow(
+        company=company,
+        company_name=company_name,
+        administration=administration,
+        period=period.period_id if period else "",
+        reference=reference,
+        status=status,
+        reason=refusal_text(refusals),
+        codes=tuple(dict.fromkeys(refusal.code for refusal in refusals)),
+    )
+
+
+def plan_company(
+    journals: CompanyJournals,
+    mapping: AdministrationMapping,
+    reference: AdministrationReference,
+    period: PayrollPeriod,
+) -> CompanyPlan:
+    """Check every run of the company's period; build the transactions only when all runs pass."""
+    administration = mapping_administration_id(mapping, reference)
+    name = journals.company_name
+    if journals.error is not None:
+        invalid = Refusal(code="invalid_journal", company=journals.company, message=journals.error)
+        return CompanyPlan(
+            rows=[refused_row(journals.company, [invalid], period=period, administration=administration)]
+        )
+    if not journals.runs:
+        row = StatusRow(
+            company=journals.company,
+            company_name=name,
+            administration=administration,
+            period=period.period_id,
+            status=Status.NO_RUN,
+            reason=f"no payroll run for {period} in Nmbrs",
+        )
+        return CompanyPlan(rows=[row])
+    refused: dict[str, list[Refusal]] = {}
+    planned: list[tuple[PayrollRun, PlannedTransaction]] = []
+    for journal in journals.runs:
+        run = journal.run
+        if journal.lines is None:
+            refused[run.run_id] = [_invalid(run, journal.error or "journal could not be read")]
+            continue
+        plan = plan_run(journal.lines, run, mapping, reference)
+        if plan.refused:
+            refused[run.run_id] = list(plan.refusals)
+        planned.extend((run, transaction) for transaction in plan.transactions)
+    if refused:
+        rows = []
+        for journal in journals.runs:
+            reasons = refused.get(journal.run.run_id) or [
+                Refusal(
+                    code="invalid_journal",
+                    company=journals.company,
+                    message=f"run {journal.run.reference} not sent: another run of company "
+                    f"{journals.company} in {period} was refused",
+                )
+            ]
+            rows.append(
+                refused_row(
+                    journals.company,
+                    reasons,
+                    period=period,
+                    company_name=name,
+                    administration=administration,
+                    reference=journal.run.reference,
+                )
+            )
+        return CompanyPlan(rows=rows)
+    postings = [
+        Posting(
+            key=transaction.posting_key,
+            company=journals.company,
+            company_name=name,
+            run_id=run.run_id,
+            reference=run.reference,
+            administration=transaction.administration_id,
+            period_id=transaction.financial_period,
+            lines=transaction.line_count,
+            debit=transaction.debit,
+            credit=transaction.credit,
+            payload=transaction.payload,
+            release=mapping.release,
+            note=transaction.note,
+        )
+        for run, transaction in planned
+    ]
+    return CompanyPlan(postings=postings)
+
+
+def _invalid(run: PayrollRun, error: str) -> Refusal:
+    return Refusal(
+        code="invalid_journal",
+        company=run.company_number,
+        message=f"company {run.company_number} run {run.reference}: journal not readable: {error}",
+    )

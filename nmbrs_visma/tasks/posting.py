@@ -1,0 +1,251 @@
+"""Post one administration's journal transactions exactly once: the record first, a look-up when in doubt.
+
+Per financial period of the administration:
+1. a key the record holds as sent is reported "already sent" without any API call (a routine re-run is free);
+2. the other keys are locked (all of the period's keys at once, in sorted order, so concurrent runs wait for
+   each other instead of racing), re-read under the lock, and what is still undecided is looked up in ONE
+   listing of the period's GL transactions, matching each key's marker in the description;
+3. a key found there is recorded as sent; a key absent is recorded as intent, created, and recorded as sent.
+A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
+and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
+run looks it up once more (by then a late commit shows) before it posts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
+from nmbrs_visma.journals.keys import key_marker
+from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
+from nmbrs_visma.results import Status, StatusRow
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.visma_net import JournalTransactionSummary
+
+logger = logging.getLogger(__name__)
+
+AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
+
+
+class LedgerClient(Protocol):
+    """The part of `VismaNetClient` posting needs."""
+
+    def create_journal_transaction(self, payload: bytes) -> str: ...
+
+    def list_journal_transactions(self, period_id: str, *, module: str = "GL") -> list[JournalTransactionSummary]: ...
+
+    def release_journal_transaction(self, batch_number: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One journal transaction ready to post: its key, what it books, and the exact payload bytes."""
+
+    key: str
+    company: int
+    company_name: str
+    run_id: str
+    reference: str
+    administration: str
+    period_id: str
+    lines: int
+    debit: Decimal
+    credit: Decimal
+    payload: bytes
+    release: bool = False
+    note: str = ""  # e.g. booked in the first open period after a closed one
+
+    def row(self, status: Status, *, batch_number: str | None = None, reason: str = "") -> StatusRow:
+        reason = "; ".join(part for part in (self.note, reason) if part)
+        return StatusRow(
+            company=self.company,
+            company_name=self.company_name,
+            administration=self.administration,
+            period=self.period_id,
+            reference=self.reference,
+            lines=self.lines,
+            debit=self.debit,
+            credit=self.credit,
+            batch_number=batch_number,
+            status=status,
+            reason=reason,
+        )
+
+    def entry(self, state: PostingState, **changes: object) -> PostingEntry:
+        return PostingEntry(
+            key=self.key,
+            state=state,
+            company=self.company,
+            run_id=self.run_id,
+            reference=self.reference,
+            administration=self.administration,
+            period_id=self.period_id,
+            lines=self.lines,
+            debit=self.debit,
+            credit=self.credit,
+            **changes,  # type: ignore[arg-type]
+        )
+
+
+class AdministrationPoster:
+    """Posts the postings of one administration through one client, against one record."""
+
+    def __init__(self, client: LedgerClient, record: PostingRecord, *, flow_run_id: str | None = None) -> None:
+        self.client = client
+        self.record = record
+        self.flow_run_id = flow_run_id
+
+    def post(self, postings: Sequence[Posting]) -> list[StatusRow]:
+        by_period: dict[str, list[Posting]] = defaultdict(list)
+        for posting in postings:
+            by_period[posting.period_id].append(posting)
+        rows: list[StatusRow] = []
+        for period_id in sorted(by_period):
+            rows.extend(self._post_period(period_id, by_period[period_id]))
+        return rows
+
+    # -- one period --------------------------------------------------------------------------------------
+
+    def _post_period(self, period_id: str, postings: list[Posting]) -> list[StatusRow]:
+        rows: list[StatusRow] = []
+        pending: list[Posting] = []
+        for posting in postings:
+            entry = self.record.get(posting.key)
+            if entry is not None and entry.state is PostingState.SENT:
+                rows.append(_already_sent(posting, entry))
+            else:
+                pending.append(posting)
+        if not pending:
+            return rows
+        try:
+            with self.record.holding(posting.key for posting in pending) as holder:
+                rows.extend(self._decide(period_id, pending, holder))
+        except LockTimeout as exc:
+            rows.extend(posting.row(Status.FAILED, reason=str(exc)) for posting in pending)
+        return rows
+
+    def _decide(self, period_id: str, pending: list[Posting], holder: str) -> list[StatusRow]:
+        rows: list[StatusRow] = []
+        undecided: list[Posting] = []
+        for posting in pending:
+            entry = self.record.get(posting.key, holder)
+            if entry is not None and entry.state is PostingState.SENT:  # another run finished it while we waited
+                rows.append(_already_sent(posting, entry))
+            else:
+                undecided.append(posting)
+        if not undecided:
+            return rows
+        try:
+            listed = self._listing(period_id)
+        except ApiError as exc:
+            reason = f"could not look up period {period_id} in Visma.net before posting ({exc}); nothing sent"
+            return rows + [posting.row(Status.FAILED, reason=reason) for posting in undecided]
+        for posting in undecided:
+            found = listed.get(posting.key)
+            if found is not None:
+                rows.append(self._adopt(posting, found, holder))
+            else:
+                rows.append(self._create(posting, holder))
+        return rows
+
+    def _listing(self, period_id: str) -> _ByMarker:
+        """The period's GL transactions (one listing, all pages), as the transaction of each marker it shows."""
+        summaries = self.client.list_journal_transactions(period_id, module="GL")
+        return _ByMarker(summaries)
+
+    def _adopt(self, posting: Posting, found: JournalTransactionSummary, holder: str) -> StatusRow:
+        """Visma.net already holds this key's transaction (an earlier run's answer was lost): record it."""
+        batch = found.batch_number
+        self._write(posting.entry(PostingState.SENT, batch_number=batch, message="found in Visma.net"), holder)
+        return posting.row(
+            Status.ALREADY_SENT, batch_number=batch, reason="found in Visma.net by its key (not sent again)"
+        )
+
+    def _create(self, posting: Posting, holder: str) -> StatusRow:
+        self._write(posting.entry(PostingState.INTENT), holder)
+        try:
+            batch = self.client.create_journal_transaction(posting.payload)
+        except ApiError as exc:
+            if isinstance(exc, AMBIGUOUS_ERRORS) or exc.code == "NoLocation":
+                return self._after_lost_answer(posting, exc, holder)
+            self._write(posting.entry(PostingState.REJECTED, message=str(exc)), holder)
+            return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}")
+        self._write(posting.entry(PostingState.SENT, batch_number=batch), holder)
+        return self._release(posting, batch, holder, Status.SENT, "")
+
+    def _after_lost_answer(self, posting: Posting, error: ApiError, holder: str) -> StatusRow:
+        logger.warning(
+            "create of %s for company %s: answer lost (%s); looking it up", posting.key, posting.company, error
+        )
+        try:
+            found = self._listing(posting.period_id).get(posting.key)
+        except ApiError as lookup_error:
+            return posting.row(
+                Status.FAILED,
+                reason=(
+                    f"the answer to the create was lost ({error}) and the look-up failed ({lookup_error}); "
+                    "not sent again: the next run looks it up before posting"
+                ),
+            )
+        if found is None:
+            return posting.row(
+                Status.FAILED,
+                reason=(
+                    f"the answer to the create was lost ({error}) and Visma.net does not show the transaction; "
+                    "not sent again: the next run looks it up before posting"
+                ),
+            )
+        batch = found.batch_number
+        self._write(posting.entry(PostingState.SENT, batch_number=batch, message="answer lost; found by key"), holder)
+        return self._release(posting, batch, holder, Status.SENT, "answer lost; found in Visma.net by its key")
+
+    def _release(self, posting: Posting, batch: str, holder: str, status: Status, reason: str) -> StatusRow:
+        if not posting.release:
+            return posting.row(status, batch_number=batch, reason=reason)
+        try:
+            self.client.release_journal_transaction(batch)
+        except ApiError as exc:
+            note = f"created, but the release failed ({exc}); release batch {batch} in Visma.net"
+            return posting.row(status, batch_number=batch, reason="; ".join(filter(None, [reason, note])))
+        self._write(posting.entry(PostingState.SENT, batch_number=batch, released=True), holder)
+        return posting.row(status, batch_number=batch, reason="; ".join(filter(None, [reason, "released"])))
+
+    def _write(self, entry: PostingEntry, holder: str) -> None:
+        self.record.put(entry.model_copy(update={"flow_run_id": self.flow_run_id}), holder)
+
+
+class _ByMarker:
+    """Finds a key's transaction in a listing by the key's marker inside the description."""
+
+    def __init__(self, summaries: Sequence[JournalTransactionSummary]) -> None:
+        self._described = [(summary.description or "", summary) for summary in summaries]
+
+    def get(self, key: str) -> JournalTransactionSummary | None:
+        marker = key_marker(key)
+        return next((summary for description, summary in self._described if marker in description), None)
+
+
+def _already_sent(posting: Posting, entry: PostingEntry) -> StatusRow:
+    return posting.row(Status.ALREADY_SENT, batch_number=entry.batch_number)
+
+
+@task(name="post-administration", cache_policy=NO_CACHE, task_run_name="post-{administration}")
+def post_administration(
+    administration: str,
+    postings: list[Posting],
+    client: LedgerClient,
+    record: PostingRecord,
+    flow_run_id: str | None = None,
+) -> list[StatusRow]:
+    """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
+    record and the look-up decide every key, and a retry would only repeat that."""
+    return AdministrationPoster(client, record, flow_run_id=flow_run_id).post(postings)
