@@ -13,7 +13,16 @@ from pydantic import SecretStr
 from nmbrs_visma.clients.http import RetryPolicy
 from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
 from nmbrs_visma.sandbox.server import RunningServer, start_server
-from nmbrs_visma.sandbox.visma_net import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, Faults, VismaWorld, create_app
+from nmbrs_visma.sandbox.visma_net import (
+    DEMO_REDIRECT_URI,
+    INTERACTIVE_CLIENT_ID,
+    INTERACTIVE_CLIENT_SECRET,
+    SERVICE_CLIENT_ID,
+    SERVICE_CLIENT_SECRET,
+    Faults,
+    VismaWorld,
+    create_app,
+)
 
 TENANT = "1000001"
 FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)
@@ -38,6 +47,16 @@ class Sandbox:
             client_secret=SecretStr(SERVICE_CLIENT_SECRET),
             tenant_id=tenant_id,
             token_url=self.token_url,
+            **kwargs,
+        )
+
+    def interactive_auth(self, **kwargs: Any) -> VismaConnectAuth:
+        return VismaConnectAuth.interactive(
+            client_id=INTERACTIVE_CLIENT_ID,
+            client_secret=SecretStr(INTERACTIVE_CLIENT_SECRET),
+            redirect_uri=DEMO_REDIRECT_URI,
+            token_url=self.token_url,
+            authorize_url=f"{self.url}/connect/authorize",
             **kwargs,
         )
 

@@ -13,25 +13,13 @@ from pydantic import SecretStr
 
 from nmbrs_visma.clients.http import AuthError, NotFound, RetryPolicy, ServerError, TransportError, ValidationError
 from nmbrs_visma.clients.visma_net import VismaConnectAuth
-from nmbrs_visma.sandbox.visma_net import (
-    DEMO_REDIRECT_URI,
-    INTERACTIVE_CLIENT_ID,
-    INTERACTIVE_CLIENT_SECRET,
-)
+from nmbrs_visma.sandbox.visma_net import INTERACTIVE_CLIENT_ID
 
 from .conftest import TENANT, Sandbox, dumps, journal
 
 
 def _interactive(sandbox: Sandbox, tokens: list[dict], **kwargs) -> VismaConnectAuth:
-    return VismaConnectAuth.interactive(
-        client_id=INTERACTIVE_CLIENT_ID,
-        client_secret=SecretStr(INTERACTIVE_CLIENT_SECRET),
-        redirect_uri=DEMO_REDIRECT_URI,
-        token_url=sandbox.token_url,
-        authorize_url=f"{sandbox.url}/connect/authorize",
-        on_token=tokens.append,
-        **kwargs,
-    )
+    return sandbox.interactive_auth(on_token=tokens.append, **kwargs)
 
 
 def _login(auth: VismaConnectAuth, tenant_id: str = "1000002") -> None:
