@@ -1,0 +1,133 @@
+"""The line frame: one row per Nmbrs journal line, the single shape every step after parsing works on.
+
+Schema (docs/architecture.md): amounts are int64 cents, texts are pandas strings with `""` for missing.
+A frame holding several runs carries one extra column, `run_id` (the Nmbrs payrollRunId), so a whole batch
+of companies is checked and built in one vectorised pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from nmbrs_visma.journals.models import JournalLine
+from nmbrs_visma.journals.money import to_cents
+
+STRING = "str"
+
+COLUMNS: dict[str, str] = {
+    "transaction": "int32",
+    "line": "int32",
+    "period_id": STRING,
+    "date": "datetime64[ns]",
+    "account": STRING,
+    "cost_center": STRING,
+    "cost_unit": STRING,
+    "debit_cents": "int64",
+    "credit_cents": "int64",
+    "description": STRING,
+}
+RUN_COLUMN = "run_id"
+TEXT_COLUMNS = tuple(name for name, dtype in COLUMNS.items() if dtype == STRING)
+_PERIOD = re.compile(r"\d{4}(?:0[1-9]|[1-4]\d|5[0-3])", re.ASCII)
+
+
+class LineFrameError(ValueError):
+    """A frame that does not follow the line-frame schema."""
+
+
+def empty_lines(*, with_run: bool = False) -> pd.DataFrame:
+    """A line frame without rows, every column of its schema dtype."""
+    return make_lines({name: [] for name in COLUMNS} | ({RUN_COLUMN: []} if with_run else {}))
+
+
+def make_lines(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """Build a line frame from column sequences (all schema columns, optionally `run_id`), cast to the schema."""
+    names = list(COLUMNS) + ([RUN_COLUMN] if RUN_COLUMN in columns else [])
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise LineFrameError(f"line frame misses columns {missing}")
+    dtypes = COLUMNS | {RUN_COLUMN: STRING}
+    return pd.DataFrame({name: pd.Series(columns[name], dtype=dtypes[name]) for name in names})
+
+
+def lines_from_records(records: Iterable[JournalLine], *, run_id: str | None = None) -> pd.DataFrame:
+    """A line frame from `JournalLine` models (tests, previews, hand-made journals)."""
+    rows = list(records)
+    columns: dict[str, list[Any]] = {
+        "transaction": [r.transaction for r in rows],
+        "line": [r.line for r in rows],
+        "period_id": [r.period_id for r in rows],
+        "date": [pd.Timestamp(r.date) for r in rows],
+        "account": [r.account for r in rows],
+        "cost_center": [r.cost_center for r in rows],
+        "cost_unit": [r.cost_unit for r in rows],
+        "debit_cents": [to_cents(r.debit) for r in rows],
+        "credit_cents": [to_cents(r.credit) for r in rows],
+        "description": [r.description for r in rows],
+    }
+    if run_id is not None:
+        columns[RUN_COLUMN] = [run_id] * len(rows)
+    return make_lines(columns)
+
+
+def validate_lines(lines: pd.DataFrame, *, require_run: bool = False) -> None:
+    """Raise `LineFrameError` unless `lines` follows the schema: columns, dtypes, no missing values, periods.
+
+    Cheap (vectorised), so every public entry point of the core can afford to call it.
+    """
+    expected = COLUMNS | ({RUN_COLUMN: STRING} if require_run or RUN_COLUMN in lines.columns else {})
+    missing = [name for name in expected if name not in lines.columns]
+    if missing:
+        raise LineFrameError(f"line frame misses columns {missing}")
+    wrong = {name: str(lines[name].dtype) for name, dtype in expected.items() if not _dtype_matches(lines[name], dtype)}
+    if wrong:
+        raise LineFrameError(f"line frame columns with the wrong dtype (expected {expected}): {wrong}")
+    nulls = [
+        name for name, dtype in expected.items() if dtype in (STRING, COLUMNS["date"]) and lines[name].isna().any()
+    ]
+    if nulls:
+        raise LineFrameError(f"line frame has missing values in {nulls} (use '' for a missing text)")
+    bad_periods = [p for p in pd.unique(lines["period_id"]) if not _PERIOD.fullmatch(p)]  # few distinct periods
+    if bad_periods:
+        row = lines.loc[lines["period_id"].isin(bad_periods)].iloc[0]
+        raise LineFrameError(
+            f"transaction {row['transaction']} line {row['line']}: period_id {row['period_id']!r} is not YYYYPP"
+        )
+    both = (lines["debit_cents"] != 0) & (lines["credit_cents"] != 0)
+    if both.any():
+        row = lines.loc[both].iloc[0]
+        raise LineFrameError(f"transaction {row['transaction']} line {row['line']}: both a debit and a credit amount")
+
+
+def _dtype_matches(series: pd.Series, dtype: str) -> bool:
+    if dtype == STRING:
+        return pd.api.types.is_string_dtype(series.dtype)
+    if dtype.startswith("datetime64"):
+        return pd.api.types.is_datetime64_dtype(series.dtype)
+    return series.dtype == dtype
+
+
+GROUP_KEYS = (RUN_COLUMN, "period_id", "account", "cost_center", "cost_unit")
+
+
+def aggregate_lines(lines: pd.DataFrame) -> pd.DataFrame:
+    """Lines summed per (run, period, account, cost center, cost unit), sorted by those keys.
+
+    Debit and credit are summed separately (never netted against each other). Each row keeps the line count,
+    its first line in frame order, i.e. document order (`transaction`, `line`, for messages), the latest header
+    `date` and the first `description`. Needs the `run_id` column.
+    """
+    grouped = lines.groupby(list(GROUP_KEYS), sort=True, observed=True)
+    return grouped.agg(
+        debit_cents=("debit_cents", "sum"),
+        credit_cents=("credit_cents", "sum"),
+        line_count=("line", "size"),
+        transaction=("transaction", "first"),
+        line=("line", "first"),
+        date=("date", "max"),
+        description=("description", "first"),
+    ).reset_index()
