@@ -161,6 +161,10 @@ def nmbrs_error_body(response: httpx2.Response) -> tuple[str | None, str]:
     code = body.get("code")
     parts = [str(body[key]) for key in ("title", "detail") if body.get(key)]
     message = ": ".join(parts) if parts else str(body.get("message") or _fallback_message(response))
+    invalid = body.get("invalid-params")
+    if isinstance(invalid, list) and invalid:
+        named = [f"{p.get('name')}: {p.get('reason')}" if isinstance(p, dict) else str(p) for p in invalid]
+        message += f" ({'; '.join(named)})"
     return (str(code) if code not in (None, "") else None), message
 
 

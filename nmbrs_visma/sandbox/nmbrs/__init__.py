@@ -1,6 +1,7 @@
 """Local emulator of the Nmbrs REST API and its identity server (FastAPI), seeded with the demo world."""
 
 from nmbrs_visma.sandbox.nmbrs.app import create_app
+from nmbrs_visma.sandbox.nmbrs.browser import approve_authorization
 from nmbrs_visma.sandbox.nmbrs.ledger import JOURNAL_KINDS, JournalKind, LineKey
 from nmbrs_visma.sandbox.nmbrs.world import (
     DEMO_CLIENT_ID,
@@ -24,6 +25,7 @@ __all__ = [
     "LineKey",
     "NmbrsWorld",
     "RunRecord",
+    "approve_authorization",
     "create_app",
     "demo_world",
     "expected_lines",

@@ -42,6 +42,8 @@ class _FaultsAndRecording:
                 captured["content_type"] = headers.get(b"content-type", b"").decode("latin-1")
             elif message["type"] == "http.response.body":
                 captured["body"].extend(message.get("body", b""))
+                if not message.get("more_body", False):  # record before the client can see the answer
+                    self._record(scope, path, captured)
             await send(message)
 
         if path.startswith("/api/"):
@@ -54,6 +56,8 @@ class _FaultsAndRecording:
                 await self.app(scope, receive, recording_send)
         else:
             await self.app(scope, receive, recording_send)
+
+    def _record(self, scope: Scope, path: str, captured: dict[str, Any]) -> None:
         self.world.record(
             Exchange(
                 method=scope["method"],

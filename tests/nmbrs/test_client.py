@@ -1,0 +1,324 @@
+"""NmbrsClient and NmbrsAuth over real HTTP against the emulator: tokens, paging, polling, faults, totals."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+
+from nmbrs_visma.clients.http import AuthError, RateLimited, ServerError
+from nmbrs_visma.clients.nmbrs import (
+    JOURNAL_KINDS,
+    NmbrsAuthError,
+    NmbrsClient,
+    NmbrsCompany,
+    NmbrsDocumentTimeout,
+    NmbrsNotFound,
+    NmbrsRateLimited,
+    NmbrsServerError,
+    NmbrsValidationError,
+    journal_kind,
+)
+from nmbrs_visma.journals.models import PayrollRun
+from nmbrs_visma.sandbox.demo_data import COMPANIES, DEBTORS, DEMO_PERIOD, DEMO_YEAR
+from nmbrs_visma.sandbox.nmbrs import DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY, NmbrsWorld
+
+from .conftest import Sleeps, TokenLog, connect, make_auth, make_client
+
+
+def frame_totals(frame: pd.DataFrame) -> dict[tuple[str, str, str, str, str], int]:
+    totals: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+    for row in frame.itertuples(index=False):
+        key = (row.period_id, row.account, row.cost_center, row.cost_unit)
+        if row.debit_cents:
+            totals[(*key, "debit")] += int(row.debit_cents)
+        if row.credit_cents:
+            totals[(*key, "credit")] += int(row.credit_cents)
+    return dict(totals)
+
+
+def company(number: int) -> NmbrsCompany:
+    demo = next(c for c in COMPANIES if c.number == number)
+    return NmbrsCompany(company_id=demo.company_id, number=demo.number, name=demo.name)
+
+
+def march_run(client: NmbrsClient, number: int) -> PayrollRun:
+    return next(run for run in client.runs(company(number), DEMO_YEAR) if run.period_end == DEMO_PERIOD)
+
+
+# --- tokens ---------------------------------------------------------------------------------------------------
+
+
+def test_connect_hands_the_first_pair_to_on_token_and_reports_30_days(auth, tokens: TokenLog) -> None:
+    assert len(tokens) == 1
+    assert tokens[0]["access_token"] and tokens[0]["refresh_token"]
+    assert 29.9 < auth.refresh_token_days_left <= 30
+    assert tokens[0]["refresh_token"] not in repr(auth) and tokens[0]["access_token"] not in repr(auth)
+
+
+def test_expired_access_token_is_refreshed_and_the_rotated_pair_saved_at_once(server, world, tokens) -> None:
+    now = [1_000_000.0]
+    auth = make_auth(server, tokens, clock=lambda: now[0])
+    connect(auth)
+    with make_client(server, auth) as client:
+        client.debtors()
+        assert len(tokens) == 1
+        now[0] += 3600  # past the access token's lifetime (client-side clock)
+        client.debtors()
+    assert len(tokens) == 2
+    first, second = tokens
+    assert second["refresh_token"] != first["refresh_token"]
+    assert world.refresh_tokens[first["refresh_token"]].used  # the old one is dead on the server
+    assert not world.refresh_tokens[second["refresh_token"]].used
+
+
+def test_a_401_refreshes_once_and_the_call_succeeds(client, world, tokens) -> None:
+    world.access_tokens.clear()  # the server forgets every access token (e.g. revoked)
+    assert [d.number for d in client.debtors()] == [d.number for d in DEBTORS]
+    assert len(tokens) == 2
+
+
+def test_a_refresh_token_works_once(server, tokens) -> None:
+    auth = make_auth(server, tokens)
+    connect(auth)
+    saved = dict(tokens[0])
+    auth.refresh()
+    stale = make_auth(server, token=saved)  # a second process still holding the old pair
+    with pytest.raises(NmbrsAuthError, match="works once") as caught:
+        stale.refresh()
+    assert saved["refresh_token"] not in str(caught.value)
+
+
+def test_a_refresh_token_unused_for_30_days_is_refused_without_a_call(server, world, tokens) -> None:
+    now = [1_000_000.0]
+    auth = make_auth(server, tokens, clock=lambda: now[0])
+    connect(auth)
+    now[0] += 31 * 86_400
+    assert auth.refresh_token_days_left < 0
+    calls = len(world.exchanges)
+    with pytest.raises(NmbrsAuthError, match="expired") as caught:
+        auth.access_token()
+    assert len(world.exchanges) == calls
+    assert isinstance(caught.value, AuthError)
+
+
+def test_the_server_refuses_an_expired_refresh_token(server, world, tokens) -> None:
+    world.refresh_token_lifetime = 0.0
+    auth = make_auth(server, tokens)
+    connect(auth)
+    with pytest.raises(NmbrsAuthError, match="invalid_grant"):
+        auth.refresh()
+
+
+def test_state_mismatch_is_refused(server) -> None:
+    from nmbrs_visma.sandbox.nmbrs import approve_authorization
+
+    auth = make_auth(server)
+    request = auth.begin_authorization()
+    callback = approve_authorization(request.url).replace(request.state, "forged")
+    with pytest.raises(NmbrsAuthError, match="state"):
+        auth.complete_authorization(callback, request)
+    assert not auth.authorised
+
+
+def test_wrong_subscription_key_is_a_typed_auth_error(server, auth) -> None:
+    bad_key = SecretStr("wrong-key-123456")
+    with (
+        make_client(server, auth, subscription_key=bad_key) as client,
+        pytest.raises(NmbrsAuthError, match="40103") as caught,
+    ):
+        client.debtors()
+    assert caught.value.status == 401
+
+
+# --- listings -------------------------------------------------------------------------------------------------
+
+
+def test_companies_are_listed_per_debtor_never_globally(client, world) -> None:
+    numbers = {}
+    for debtor in client.debtors():
+        numbers[debtor.number] = sorted(c.number for c in client.companies(debtor.debtor_id))
+    assert numbers == {"101": [1001, 1002, 1003, 1004, 1005], "102": [2001]}
+    assert not [e for e in world.calls() if e.path == "/api/companies"]
+
+
+def test_every_page_is_read(client, world) -> None:
+    world.max_page_size = 1
+    debtor = client.debtors()[0]
+    assert len(client.companies(debtor.debtor_id)) == 5
+    runs = client.runs(company(1003), DEMO_YEAR)
+    assert [r.run_number for r in runs] == [1, 2, 3]
+    run_pages = [e for e in world.calls() if e.path.endswith("/runs")]
+    assert len(run_pages) == 3 and all("pageNumber=" in e.query for e in run_pages)
+
+
+def test_runs_carry_numbers_periods_and_locks(client) -> None:
+    runs = client.runs(company(1005), DEMO_YEAR)
+    assert [(r.run_number, r.period_start, r.period_end, r.locked) for r in runs] == [
+        (1, 1, 1, True),
+        (2, 2, 2, True),
+        (3, 3, 3, False),
+    ]
+    assert {r.company_number for r in runs} == {1005}
+    assert client.runs(company(1005), DEMO_YEAR - 1) == []
+
+
+def test_current_period(client) -> None:
+    assert client.current_period(company(1001).company_id) == (DEMO_YEAR, DEMO_PERIOD)
+
+
+def test_unknown_company_is_not_found(client) -> None:
+    ghost = NmbrsCompany(company_id="00000000-0000-4000-8000-000000000000", number=9)
+    with pytest.raises(NmbrsNotFound, match="40404"):
+        client.runs(ghost, DEMO_YEAR)
+
+
+def test_invalid_parameter_names_it(client) -> None:
+    with pytest.raises(NmbrsValidationError, match="year"):
+        client._json(f"/api/companies/{company(1001).company_id}/runs", {"year": "twenty"}, "runs")
+
+
+# --- documents ------------------------------------------------------------------------------------------------
+
+
+def test_document_is_polled_through_202s(server, auth, world, sleeps: Sleeps) -> None:
+    world.document_polls = 3
+    with make_client(server, auth, sleep=sleeps, poll_interval=0.5, max_poll_interval=1.0) as client:
+        data = client.journal_xml(march_run(client, 1001))
+    assert data.lstrip().startswith(b"<?xml")
+    assert len([e for e in world.calls("/api/documents/") if e.status == 202]) == 3
+    assert sleeps == [0.5, 0.75, 1.0]  # growing, capped
+
+
+def test_a_task_that_never_finishes_times_out_clearly(server, auth, world) -> None:
+    world.never_finish = True
+    now = [0.0]
+    sleeps = Sleeps()
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with make_client(
+        server, auth, sleep=sleep, clock=lambda: now[0], poll_interval=1.0, max_poll_interval=2.0
+    ) as client:
+        run = march_run(client, 1003)
+        with pytest.raises(NmbrsDocumentTimeout) as caught:
+            client.journal_xml(run, max_wait=10.0)
+    text = str(caught.value)
+    task_id = next(iter(world.tasks))
+    assert "company 1003" in text and f"run {run.run_number}" in text and task_id in text and "10s" in text
+    assert sum(sleeps) <= 10.0
+
+
+# --- faults ---------------------------------------------------------------------------------------------------
+
+
+def test_429_is_waited_out_as_retry_after_says(server, auth, world, sleeps: Sleeps) -> None:
+    world.retry_after = 2
+    world.fail_next(2, 429)
+    with make_client(server, auth, sleep=sleeps) as client:
+        assert len(client.debtors()) == 2
+    assert any(1.9 <= seconds <= 2.0 for seconds in sleeps)  # Retry-After, less the time already spent
+
+
+def test_429_beyond_the_budget_is_a_typed_error(server, auth, world, sleeps: Sleeps) -> None:
+    world.fail_next(10, 429)
+    with make_client(server, auth, sleep=sleeps) as client, pytest.raises(NmbrsRateLimited) as caught:
+        client.debtors()
+    assert isinstance(caught.value, RateLimited) and caught.value.retry_after == 1.0
+    assert caught.value.code == "42908"
+
+
+def test_5xx_is_retried_for_reads(client, world) -> None:
+    world.fail_next(2, 503)
+    assert len(client.debtors()) == 2
+
+
+def test_persistent_5xx_is_a_typed_error_in_the_specs_words(client, world) -> None:
+    world.fail_next(10, 502)
+    with pytest.raises(NmbrsServerError, match="Bad_Gateway") as caught:
+        client.debtors()
+    assert isinstance(caught.value, ServerError) and caught.value.status == 502
+
+
+# --- journals of every seeded run ---------------------------------------------------------------------------
+
+
+def test_every_seeded_run_parses_to_the_totals_the_emulator_generated(server, auth, world) -> None:
+    world.server_error_rate = 0.1  # flaky, yet nothing is lost
+    world.document_polls = 1
+    with make_client(server, auth) as client:
+        seen = 0
+        for debtor in client.debtors():
+            for found in client.companies(debtor.debtor_id):
+                for run in client.runs(found, DEMO_YEAR):
+                    for kind in JOURNAL_KINDS:
+                        frame = client.journals(run, kind=kind)
+                        expected = world.expected_lines(found.number, run.year, run.period_end, kind)
+                        assert frame_totals(frame) == expected, (found.number, run.run_number, kind)
+                        seen += 1
+    assert seen == len(COMPANIES) * DEMO_PERIOD * len(JOURNAL_KINDS)
+
+
+def test_a_march_run_with_corrections_holds_three_periods_with_negative_values(client) -> None:
+    frame = client.journals(march_run(client, 1003))
+    assert sorted(frame["period_id"].unique()) == ["202601", "202602", "202603"]
+    assert (frame["debit_cents"] < 0).any()
+    for _period, part in frame.groupby("period_id"):
+        assert part["debit_cents"].sum() == part["credit_cents"].sum()
+
+
+def test_cost_lines_carry_cost_center_and_unit(client) -> None:
+    kind = journal_kind(cost_center=True, cost_unit=True)
+    frame = client.journals(march_run(client, 1002), kind=kind)
+    costs = frame[frame["account"].str.startswith("4")]
+    liabilities = frame[~frame["account"].str.startswith("4")]
+    assert set(costs["cost_center"]) == {"100", "200"} and set(costs["cost_unit"]) == {"1", "2"}
+    assert set(liabilities["cost_center"]) == {""} and set(liabilities["cost_unit"]) == {""}
+
+
+# --- secrets --------------------------------------------------------------------------------------------------
+
+
+def test_no_secret_in_logs_errors_or_reprs(server, world, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = TokenLog()
+    auth = make_auth(server, tokens)
+    connect(auth)
+    errors: list[BaseException] = []
+    with make_client(server, auth) as client:
+        client.journals(march_run(client, 1001))
+        world.access_tokens.clear()
+        client.debtors()  # 401 -> refresh
+        world.fail_next(4, 503)  # every attempt the retry policy allows
+        with pytest.raises(NmbrsServerError) as server_error:
+            client.debtors()
+        errors.append(server_error.value)
+        with (
+            make_client(server, auth, subscription_key=SecretStr("bad-key-xyz-123")) as bad,
+            pytest.raises(NmbrsAuthError) as auth_error,
+        ):
+            bad.debtors()
+        errors.append(auth_error.value)
+        texts = [caplog.text, repr(auth), repr(client), *map(str, errors), *map(repr, errors)]
+    secrets = {DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY}
+    for token in tokens:
+        secrets |= {token["access_token"], token["refresh_token"]}
+    assert len(tokens) >= 2  # connect, the refresh after the 401 (a 401 for the bad key refreshes too)
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_a_world_without_faults_answers_deterministically() -> None:
+    first, second = NmbrsWorld().seed_demo(), NmbrsWorld().seed_demo()
+    for company_id, runs in first.runs.items():
+        for run, again in zip(runs, second.runs[company_id], strict=True):
+            assert run == again
+            assert first.journal_document(run, "journalscostcenterunit") == second.journal_document(
+                again, "journalscostcenterunit"
+            )
