@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -174,7 +174,7 @@ class NmbrsAuth(httpx2.Auth):
         on_token: Callable[[dict[str, Any]], None] | None = None,
         authorize_url: str = DEFAULT_AUTHORIZE_URL,
         token_url: str = DEFAULT_TOKEN_URL,
-        scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        scopes: Sequence[str] = DEFAULT_SCOPES,
         refresh_token_lifetime: dt.timedelta = REFRESH_TOKEN_LIFETIME,
         leeway: float = 60.0,
         timeout: float = 30.0,
