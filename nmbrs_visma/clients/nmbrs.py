@@ -42,6 +42,7 @@ from nmbrs_visma.clients.http import (
     AuthError,
     Conflict,
     NotFound,
+    RateLimit,
     RateLimited,
     RetryPolicy,
     Sender,
@@ -412,7 +413,8 @@ class NmbrsClient:
         self._http.close()
 
     @property
-    def rate_limit(self) -> Any:
+    def rate_limit(self) -> RateLimit | None:
+        """The last `X-RateLimit-*` headers seen."""
         return self._sender.rate_limit
 
     # -- plumbing --
