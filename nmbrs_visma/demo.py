@@ -42,6 +42,9 @@ def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[st
         DEMO_REDIRECT_URI,
         DEMO_SUBSCRIPTION_KEY,
     )
+    from nmbrs_visma.sandbox.nmbrs.world import (
+        SCOPES as NMBRS_SCOPES,
+    )
     from nmbrs_visma.sandbox.visma_net.world import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET
 
     blocked = {debtor.number for debtor in DEBTORS if debtor.blocked}
@@ -87,6 +90,7 @@ def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[st
                     "client_secret_env": _ENV_NMBRS_SECRET,
                     "subscription_key_env": _ENV_NMBRS_KEY,
                     "redirect_uri": DEMO_REDIRECT_URI,
+                    "scopes": sorted(NMBRS_SCOPES),
                 }
             }
         },

@@ -7,7 +7,9 @@ configuration re-applied against the new emulator URLs, so tests never see each 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,14 +33,43 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def sandboxes(prefect_api: None, workspace: Path) -> Iterator[object]:
-    from nmbrs_visma.demo import configure_demo
-    from nmbrs_visma.sandbox.serve import running_sandboxes
+class Recorder:
+    """ASGI wrapper that notes every (method, path) the emulator is asked, so tests can count API calls."""
 
-    with running_sandboxes() as running:
-        configure_demo(running.visma_url, running.nmbrs_url)
-        yield running
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.calls: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.calls.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class Emulators:
+    visma_world: Any
+    nmbrs_world: Any
+    visma_calls: list[tuple[str, str]]
+    visma_url: str
+    nmbrs_url: str
+
+
+@pytest.fixture
+def sandboxes(prefect_api: None, workspace: Path) -> Iterator[Emulators]:
+    """Both emulators (demo world) on free loopback ports, the demo configuration applied against them."""
+    from nmbrs_visma.demo import configure_demo
+    from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
+    from nmbrs_visma.sandbox.nmbrs import create_app as create_nmbrs_app
+    from nmbrs_visma.sandbox.server import serving
+    from nmbrs_visma.sandbox.visma_net import VismaWorld
+    from nmbrs_visma.sandbox.visma_net import create_app as create_visma_app
+
+    visma_world, nmbrs_world = VismaWorld().seed_demo(), NmbrsWorld().seed_demo()
+    visma_app = Recorder(create_visma_app(visma_world))
+    with serving(visma_app) as visma, serving(create_nmbrs_app(nmbrs_world)) as nmbrs:
+        configure_demo(visma.url, nmbrs.url)
+        yield Emulators(visma_world, nmbrs_world, visma_app.calls, visma.url, nmbrs.url)
 
 
 def booked(sandboxes: object, tenant_id: str | None = None) -> list[object]:
