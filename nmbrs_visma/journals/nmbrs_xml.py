@@ -6,26 +6,25 @@ debitcredit, description)`. Nmbrs writes it in several dialects (dates `YYYYMMDD
 them are read, anything else is refused with the transaction, line and field named, because a journal that
 is half understood must not reach a ledger.
 
-Parsing is safe (defusedxml: no DTD, no entity expansion, no external references) and streaming
-(`iterparse`, each transaction cleared once read), so a 50 MB document stays within a small memory budget.
+Parsing is safe (defusedxml: no DTD, no entity expansion, no external references) and streaming (fed in
+chunks to a parser target that builds no tree), so a 50 MB document stays within a small memory budget.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
-from collections.abc import Callable
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import ParseError
 
 import numpy as np
 import pandas as pd
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import iterparse
+from defusedxml.ElementTree import DefusedXMLParser
 
 from nmbrs_visma.journals.frame import make_lines
 from nmbrs_visma.journals.money import AmountError, parse_amount, to_cents
 
+_CHUNK = 1 << 20
 _HEADER_FIELDS = frozenset({"date", "period"})
 _LINE_FIELDS = frozenset({"dim1", "dim2", "dim3", "value", "debitcredit", "description"})
 _DECLARATION = re.compile(rb"^(\s*<\?xml[^>]*?encoding\s*=\s*)([\"'])([A-Za-z0-9._-]+)\2", re.ASCII)
@@ -68,13 +67,12 @@ def parse_journal_xml(data: bytes, *, source: str = "") -> pd.DataFrame:
     if not data or not data.strip():
         raise JournalXmlError("the document is empty", source=source)
     reader = _Reader(source)
-    stream = io.BytesIO(_as_parseable(data, source))
+    parser = DefusedXMLParser(target=reader, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    view = memoryview(_as_parseable(data, source))
     try:
-        for event, element in iterparse(stream, events=("start", "end"), forbid_dtd=True):
-            if event == "start":
-                reader.start(element)
-            else:
-                reader.end(element)
+        for offset in range(0, len(view), _CHUNK):
+            parser.feed(view[offset : offset + _CHUNK])
+        parser.close()
     except ParseError as exc:
         raise JournalXmlError(
             f"not well-formed XML ({exc}); the document may be truncated", source=source, transaction=reader.current()
@@ -90,22 +88,26 @@ def parse_journal_xml(data: bytes, *, source: str = "") -> pd.DataFrame:
 
 
 class _Reader:
-    """Collects the columns of the line frame while the document streams by, one element at a time.
+    """Parser target: reads the document as it streams by, building no tree at all.
 
-    Every `<line>` is read at its end tag and removed from the tree at once, so memory holds the columns
-    being collected, never the document's tree (a single transaction may hold most of a 50 MB file).
+    Memory holds only the columns being collected, whatever the size of the document or of one transaction.
+    Structure: transactions(1) / transaction(2) / header|lines(3) / field|line(4) / field(5).
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.transactions = 0
-        self.path: list[Element] = []
+        self.path: list[str] = []
         self.line_counts: list[int] = []
         self.periods: list[str] = []
         self.dates: list[dt.date] = []
         self.seen: set[str] = set()
         self.header: tuple[dt.date, str] | None = None
         self.lines_in_transaction = 0
+        self.fields: dict[str, str] = {}
+        self.field: str | None = None  # the leaf element whose text is being collected
+        self.allowed: frozenset[str] | None = None  # the fields of the open <header> or <line>
+        self.text: list[str] = []
         self.columns: dict[str, list] = {
             name: []
             for name in ("line", "account", "cost_center", "cost_unit", "debit_cents", "credit_cents", "description")
@@ -117,47 +119,91 @@ class _Reader:
     def error(self, message: str, *, line: int | None = None, field: str | None = None) -> JournalXmlError:
         return JournalXmlError(message, source=self.source, transaction=self.current(), line=line, field=field)
 
-    def start(self, element: Element) -> None:
-        tag = _local(element.tag)
+    def _line_number(self) -> int | None:
+        return self.lines_in_transaction if self.path[2:3] == ["lines"] else None
+
+    # -- parser target interface -------------------------------------------------------------------------
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        name = tag.rpartition("}")[2]
+        if self.field is None and self.allowed is not None and name in self.allowed and name not in self.fields:
+            self.field = name  # the common case: a field of a <line> or of the <header>
+            self.text = []
+            self.path.append(name)
+            return
+        self._start_container(name, attrib)
+        self.path.append(name)
+
+    def _start_container(self, name: str, attrib: dict[str, str]) -> None:
         depth = len(self.path)
-        parent = _local(self.path[-1].tag) if self.path else ""
-        self.path.append(element)
+        if self.field is not None:
+            raise self.error(
+                f"<{self.field}> holds elements, expected text", line=self._line_number(), field=self.field
+            )
+        if self.allowed is not None:
+            where = f"<{self.path[-1]}>"
+            message = (
+                f"<{name}> appears twice in {where}"
+                if name in self.fields
+                else f"unexpected element <{name}> in {where}"
+            )
+            raise self.error(message, line=self._line_number(), field=name)
         if depth == 0:
-            if tag != "transactions":
-                raise self.error(f"the root element is <{tag}>, expected <transactions>")
+            if name != "transactions":
+                raise self.error(f"the root element is <{name}>, expected <transactions>")
         elif depth == 1:
             self.transactions += 1
-            if tag != "transaction":
-                raise self.error(f"unexpected element <{tag}> in <transactions>")
+            if name != "transaction":
+                raise self.error(f"unexpected element <{name}> in <transactions>")
             self.seen.clear()
             self.header = None
             self.lines_in_transaction = 0
         elif depth == 2:
-            if tag not in ("header", "lines"):
-                raise self.error(f"unexpected element <{tag}> in <transaction>", field=tag)
-            if tag in self.seen:
-                raise self.error(f"<{tag}> appears twice in <transaction>", field=tag)
-            self.seen.add(tag)
-        elif depth == 3 and parent == "lines":
+            if name not in ("header", "lines"):
+                raise self.error(f"unexpected element <{name}> in <transaction>", field=name)
+            if name in self.seen:
+                raise self.error(f"<{name}> appears twice in <transaction>", field=name)
+            self.seen.add(name)
+            if name == "header":
+                self.fields, self.allowed = {}, _HEADER_FIELDS
+        elif depth == 3:  # inside <lines>
             self.lines_in_transaction += 1
-            if tag != "line":
-                raise self.error(f"unexpected element <{tag}> in <lines>", line=self.lines_in_transaction)
+            if name != "line":
+                raise self.error(f"unexpected element <{name}> in <lines>", line=self.lines_in_transaction)
+            kind = attrib.get("type")
+            if kind not in (None, "detail"):
+                raise self.error(
+                    f"line type {kind!r} is not understood (only detail lines)",
+                    line=self.lines_in_transaction,
+                    field="type",
+                )
+            self.fields, self.allowed = {}, _LINE_FIELDS
+        else:  # pragma: no cover - deeper elements only occur inside a header or a line, handled above
+            raise self.error(f"unexpected element <{name}>", field=name)
 
-    def end(self, element: Element) -> None:
-        self.path.pop()
+    def data(self, text: str) -> None:
+        if self.field is not None:
+            self.text.append(text)
+
+    def end(self, tag: str) -> None:
+        name = self.path.pop()
+        if self.field is not None:
+            self.fields[name] = "".join(self.text).strip()
+            self.field = None
+            return
         depth = len(self.path)
-        parent = self.path[-1] if self.path else None
-        if depth == 3 and parent is not None and _local(parent.tag) == "lines":
-            self._line(element, self.lines_in_transaction)
-            parent.remove(element)
-        elif depth == 2 and _local(element.tag) == "header":
-            fields = _children(element, _HEADER_FIELDS, self.error)
-            self.header = (self._date(_text(fields.get("date"))), self._period(_text(fields.get("period"))))
-        elif depth == 1 and parent is not None:
+        if depth == 3:  # </line>
+            self.allowed = None
+            self._line(self.fields, self.lines_in_transaction)
+        elif depth == 2 and name == "header":
+            self.allowed = None
+            self.header = (self._date(self.fields.get("date", "")), self._period(self.fields.get("period", "")))
+        elif depth == 1:
             self._close_transaction()
-            element.clear()
-            parent.remove(element)
 
+    def close(self) -> None:
+        return None
+
+    # -- reading -----------------------------------------------------------------------------------------
     def _close_transaction(self) -> None:
         if self.header is None:
             raise self.error("missing <header>", field="header")
@@ -168,30 +214,25 @@ class _Reader:
         self.periods.append(period)
         self.line_counts.append(self.lines_in_transaction)
 
-    def _line(self, line: Element, number: int) -> None:
-        kind = line.get("type")
-        if kind not in (None, "detail"):
-            raise self.error(f"line type {kind!r} is not understood (only detail lines)", line=number, field="type")
-        fields = _children(line, _LINE_FIELDS, lambda m, field=None: self.error(m, line=number, field=field))
-        account = _text(fields.get("dim1"))
+    def _line(self, fields: dict[str, str], number: int) -> None:
+        account = fields.get("dim1", "")
         if not account:
             raise self.error("missing ledger account", line=number, field="dim1")
-        side = _text(fields.get("debitcredit")).lower()
+        side = fields.get("debitcredit", "").lower()
         if side not in ("debit", "credit"):
             raise self.error(f"expected 'debit' or 'credit', got {side!r}", line=number, field="debitcredit")
-        value = _text(fields.get("value"))
         try:
-            cents = to_cents(parse_amount(value))
+            cents = to_cents(parse_amount(fields.get("value", "")))
         except AmountError as exc:
             raise self.error(str(exc), line=number, field="value") from None
         columns = self.columns
         columns["line"].append(number)
         columns["account"].append(account)
-        columns["cost_center"].append(_text(fields.get("dim2")))
-        columns["cost_unit"].append(_text(fields.get("dim3")))
+        columns["cost_center"].append(fields.get("dim2", ""))
+        columns["cost_unit"].append(fields.get("dim3", ""))
         columns["debit_cents"].append(cents if side == "debit" else 0)
         columns["credit_cents"].append(cents if side == "credit" else 0)
-        columns["description"].append(_text(fields.get("description")))
+        columns["description"].append(fields.get("description", ""))
 
     def _date(self, text: str) -> dt.date:
         match = _DATE_COMPACT.fullmatch(text) or _DATE_ISO.fullmatch(text)
@@ -244,25 +285,6 @@ def _declare_utf8(data: bytes, *, force: bool) -> bytes:
         return data  # a declared 8-bit encoding is honoured by the parser
     quote = match[2]
     return match[1] + quote + b"UTF-8" + quote + data[match.end() :]
-
-
-def _children(element: Element, allowed: frozenset[str], error: Callable[..., JournalXmlError]) -> dict[str, Element]:
-    """Leaf fields by local name; unknown, repeated or nested ones are refused (they might carry meaning)."""
-    found: dict[str, Element] = {}
-    for child in element:
-        name = _local(child.tag)
-        if name not in allowed:
-            raise error(f"unexpected element <{name}> in <{_local(element.tag)}>", field=name)
-        if name in found:
-            raise error(f"<{name}> appears twice in <{_local(element.tag)}>", field=name)
-        if len(child):
-            raise error(f"<{name}> holds elements, expected text", field=name)
-        found[name] = child
-    return found
-
-
-def _text(element: Element | None) -> str:
-    return "" if element is None else (element.text or "").strip()
 
 
 def _local(tag: object) -> str:
