@@ -163,7 +163,7 @@ class NmbrsAuth(httpx2.Auth):
     the caller guards the refresh (a Prefect concurrency limit per account).
     """
 
-    requires_response_body = False
+    requires_response_body = True  # to tell a token 401 from a subscription-key 401
 
     def __init__(
         self,
@@ -328,11 +328,14 @@ class NmbrsAuth(httpx2.Auth):
     # -- httpx2.Auth --
 
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        """Bearer header; on a 401 refresh once (if nobody did already) and send again."""
+        """Bearer header; on a 401 about the token refresh once (if nobody did already) and send again. A 401
+        about the subscription key is not the token's fault: rotating then would only spend a refresh token."""
         access = self.access_token()
         request.headers["Authorization"] = f"Bearer {access}"
         response = yield request
-        if response.status_code == 401 and self._token and self._token.get("refresh_token"):
+        if response.status_code != 401 or not (self._token and self._token.get("refresh_token")):
+            return
+        if "subscription" not in response.text.lower():
             self.refresh(unless_changed_from=access)
             request.headers["Authorization"] = f"Bearer {self.access_token()}"
             yield request

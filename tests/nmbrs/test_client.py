@@ -124,7 +124,7 @@ def test_state_mismatch_is_refused(server) -> None:
     assert not auth.authorised
 
 
-def test_wrong_subscription_key_is_a_typed_auth_error(server, auth) -> None:
+def test_wrong_subscription_key_is_a_typed_auth_error_and_spends_no_refresh_token(server, auth, tokens) -> None:
     bad_key = SecretStr("wrong-key-123456")
     with (
         make_client(server, auth, subscription_key=bad_key) as client,
@@ -132,6 +132,7 @@ def test_wrong_subscription_key_is_a_typed_auth_error(server, auth) -> None:
     ):
         client.debtors()
     assert caught.value.status == 401
+    assert len(tokens) == 1  # the key's 401 is not the token's: no rotation
 
 
 # --- listings -------------------------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def test_no_secret_in_logs_errors_or_reprs(server, world, caplog) -> None:
     secrets = {DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY}
     for token in tokens:
         secrets |= {token["access_token"], token["refresh_token"]}
-    assert len(tokens) >= 2  # connect, the refresh after the 401 (a 401 for the bad key refreshes too)
+    assert len(tokens) == 2  # connect, and the refresh after the token 401 (not after the bad key's 401)
     for text in texts:
         for secret in secrets:
             assert secret not in text
