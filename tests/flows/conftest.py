@@ -55,9 +55,9 @@ class Emulators:
     nmbrs_url: str
 
 
-@pytest.fixture
-def sandboxes(prefect_api: None, workspace: Path) -> Iterator[Emulators]:
-    """Both emulators (demo world) on free loopback ports, the demo configuration applied against them."""
+@pytest.fixture(scope="session")
+def emulators(prefect_api: None) -> Iterator[Emulators]:
+    """Both emulators (demo world) on free loopback ports, the demo configuration applied once against them."""
     from nmbrs_visma.demo import configure_demo
     from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
     from nmbrs_visma.sandbox.nmbrs import create_app as create_nmbrs_app
@@ -66,10 +66,22 @@ def sandboxes(prefect_api: None, workspace: Path) -> Iterator[Emulators]:
     from nmbrs_visma.sandbox.visma_net import create_app as create_visma_app
 
     visma_world, nmbrs_world = VismaWorld().seed_demo(), NmbrsWorld().seed_demo()
+    nmbrs_world.document_polls = 0  # documents ready at once: the 202 polling has its own client tests
     visma_app = Recorder(create_visma_app(visma_world))
     with serving(visma_app) as visma, serving(create_nmbrs_app(nmbrs_world)) as nmbrs:
         configure_demo(visma.url, nmbrs.url)
         yield Emulators(visma_world, nmbrs_world, visma_app.calls, visma.url, nmbrs.url)
+
+
+@pytest.fixture
+def sandboxes(emulators: Emulators, workspace: Path) -> Emulators:
+    """The emulators with an empty ledger, no faults armed and no calls noted; a fresh posting record."""
+    with emulators.visma_world.lock:
+        for tenant in emulators.visma_world.tenants.values():
+            tenant.batches.clear()
+    emulators.visma_world.faults.lose_next_creates = 0
+    emulators.visma_calls.clear()
+    return emulators
 
 
 def booked(sandboxes: object, tenant_id: str | None = None) -> list[object]:
