@@ -1,0 +1,141 @@
+"""The administration mapping block: one Nmbrs company -> one Visma.net administration, one block per company.
+
+Why a block per company: a bureau edits one company's mapping in the Prefect UI without touching the others,
+and `nmbrs-visma config apply` writes each as `company-<number>`. `load_mappings` reads them all (paged) and
+sets aside a company mapped by more than one block: it is refused (`duplicate_mapping`), never guessed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from nmbrs_visma.blocks.listing import read_named_blocks
+from nmbrs_visma.journals.models import AdministrationMapping, ClosedPeriodPolicy, DimensionSetting, Refusal
+
+
+def mapping_block_name(company: int) -> str:
+    """The block name `config apply` gives a company's mapping."""
+    return f"company-{company}"
+
+
+class AdministrationMappingBlock(Block):
+    """One Nmbrs company mapped to one Visma.net administration (tenant, branch, ledger) and its dimensions."""
+
+    _block_type_name = "Nmbrs to Visma.net Administration Mapping"
+    _block_type_slug = "nmbrs-visma-administration-mapping"
+    _documentation_url = "https://docs.developers.visma.com/apis/visma-net-erp/"
+    _description = (
+        "Maps one Visma Nmbrs company to one Visma.net ERP administration: the Visma.net account block "
+        "(tenant), branch and ledger, cost center / cost unit as subaccount segments found by description, "
+        "an optional ledger account translation, and what to do with a closed financial period."
+    )
+    _code_example = """
+    ```python
+    from nmbrs_visma.blocks import AdministrationMappingBlock
+
+    administration_mapping_block = AdministrationMappingBlock.load("BLOCK_NAME")
+    mapping = administration_mapping_block.to_mapping()
+    ```
+    """
+
+    nmbrs_company: int = Field(description="The Nmbrs company number.")
+    nmbrs_account: str = Field(
+        default="default", description="The name of the Nmbrs Account block the company is read with."
+    )
+    visma_account: str = Field(
+        description="The name of the Visma.net Account block of the administration (its tenant and credentials)."
+    )
+    branch: str = Field(description="The Visma.net branch number journal transactions are booked in.")
+    ledger: str = Field(description="The Visma.net ledger id, e.g. L.")
+    cost_center: DimensionSetting = Field(
+        default_factory=DimensionSetting,
+        description="Post the Nmbrs cost center as the subaccount segment with this description.",
+    )
+    cost_unit: DimensionSetting = Field(
+        default_factory=DimensionSetting,
+        description="Post the Nmbrs cost unit as the subaccount segment with this description.",
+    )
+    subaccount_dimension: str = Field(
+        default="SUBACCOUNT", description="The Visma.net dimension id that holds the subaccount segments."
+    )
+    account_translation: dict[str, str] = Field(
+        default_factory=dict,
+        description="Nmbrs ledger account -> Visma.net account, for accounts numbered differently.",
+    )
+    test_company: bool = Field(default=False, description="A test company: never posted.")
+    debtor_blocked: bool = Field(default=False, description="The company's debtor is blocked: never posted.")
+    closed_period_policy: ClosedPeriodPolicy = Field(
+        default=ClosedPeriodPolicy.REFUSE,
+        description="A closed financial period: refuse (default) or book in the first open period after it.",
+    )
+    release: bool = Field(default=False, description="Release each journal transaction after creating it.")
+    hold: bool = Field(default=False, description="Create journal transactions on hold.")
+
+    def to_mapping(self) -> AdministrationMapping:
+        """The domain mapping the Prefect-free core works with."""
+        return AdministrationMapping(**{name: getattr(self, name) for name in AdministrationMapping.model_fields})
+
+    @classmethod
+    def from_mapping(
+        cls, mapping: AdministrationMapping, *, nmbrs_account: str = "default"
+    ) -> AdministrationMappingBlock:
+        return cls(**mapping.model_dump(), nmbrs_account=nmbrs_account)
+
+
+@dataclass(frozen=True)
+class LoadedMappings:
+    """Every mapped company; a company claimed by several blocks is only in `duplicates`."""
+
+    mappings: dict[int, AdministrationMapping] = field(default_factory=dict)
+    nmbrs_accounts: dict[int, str] = field(default_factory=dict)
+    block_names: dict[int, str] = field(default_factory=dict)
+    duplicates: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def refusals(self) -> list[Refusal]:
+        """A `duplicate_mapping` refusal per company mapped twice, naming the blocks."""
+        return [
+            Refusal(
+                code="duplicate_mapping",
+                company=company,
+                message=(
+                    f"company {company} is mapped by more than one administration mapping block "
+                    f"({', '.join(names)}); keep one"
+                ),
+            )
+            for company, names in sorted(self.duplicates.items())
+        ]
+
+    @property
+    def companies(self) -> list[int]:
+        return sorted(self.mappings)
+
+
+def group_mappings(blocks: list[tuple[str, AdministrationMappingBlock]]) -> LoadedMappings:
+    """Index named mapping blocks by company, setting aside companies claimed twice."""
+    by_company: dict[int, list[tuple[str, AdministrationMappingBlock]]] = defaultdict(list)
+    for name, block in blocks:
+        by_company[block.nmbrs_company].append((name, block))
+    loaded = LoadedMappings()
+    for company, claims in sorted(by_company.items()):
+        if len(claims) > 1:
+            loaded.duplicates[company] = tuple(sorted(name for name, _ in claims))
+            continue
+        name, block = claims[0]
+        loaded.mappings[company] = block.to_mapping()
+        loaded.nmbrs_accounts[company] = block.nmbrs_account
+        loaded.block_names[company] = name
+    return loaded
+
+
+def read_mapping_blocks() -> list[tuple[str, AdministrationMappingBlock]]:
+    """Every saved administration mapping block, with its name."""
+    return read_named_blocks(AdministrationMappingBlock)
+
+
+def load_mappings() -> LoadedMappings:
+    """All administration mappings saved in Prefect, by Nmbrs company number."""
+    return group_mappings(read_mapping_blocks())

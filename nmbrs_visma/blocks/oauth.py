@@ -1,0 +1,115 @@
+"""The OAuth 2.0 part both account blocks share: client settings and the current token pair, saved at once.
+
+Why one base: a rotated refresh token is valid exactly once, so every place that receives a new token pair
+(the token refresh task, `connect`, a client refreshing mid-run) must write it back to the block the moment
+it arrives. `store_token` is that one place; `token_dict` hands the pair to the authlib-based auth classes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from prefect.blocks.abstract import CredentialsBlock
+from pydantic import Field, SecretStr
+
+_STORE_LOCK = threading.Lock()  # one client may be shared by a thread pool; keep the fields and the save together
+
+DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class OAuthAccount(CredentialsBlock):
+    """An OAuth 2.0 client registration plus the tokens it holds (abstract: use a concrete account block)."""
+
+    _block_type_name: ClassVar[str | None] = None
+    system_name: ClassVar[str] = "account"  # "Visma.net" / "Nmbrs", for messages
+    connect_command: ClassVar[str] = "nmbrs-visma connect"
+
+    token_url: str = Field(description="The OAuth 2.0 token endpoint.")
+    authorize_url: str = Field(description="The OAuth 2.0 authorize endpoint (interactive login).")
+    client_id: str = Field(description="The OAuth 2.0 client id of the registered application.")
+    client_secret: SecretStr = Field(description="The OAuth 2.0 client secret of the registered application.")
+    scopes: list[str] = Field(default_factory=list, description="The scopes requested from the token endpoint.")
+    redirect_uri: str = Field(
+        default=DEFAULT_REDIRECT_URI,
+        title="Redirect URI",
+        description="The loopback redirect URI registered for the application (used by `nmbrs-visma connect`).",
+    )
+    access_token: SecretStr | None = Field(
+        default=None, description="The current access token (written by the pipeline; leave empty)."
+    )
+    access_token_expires_at: dt.datetime | None = Field(
+        default=None, description="When the current access token expires (UTC; written by the pipeline)."
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None, description="The current refresh token (written by `nmbrs-visma connect` and each rotation)."
+    )
+    refresh_token_issued_at: dt.datetime | None = Field(
+        default=None, description="When the current refresh token was issued (UTC; written by the pipeline)."
+    )
+
+    # -- token state ----------------------------------------------------------------------------------------
+
+    @property
+    def uses_refresh_token(self) -> bool:
+        """True when this account lives on a refresh token (authorization code); False for a service account."""
+        return True
+
+    def token_dict(self) -> dict[str, Any] | None:
+        """The stored token pair in authlib's shape, or None when nothing is stored yet."""
+        if self.access_token is None and self.refresh_token is None:
+            return None
+        token: dict[str, Any] = {"token_type": "Bearer"}
+        if self.access_token is not None:
+            token["access_token"] = self.access_token.get_secret_value()
+        if self.access_token_expires_at is not None:
+            token["expires_at"] = int(self.access_token_expires_at.timestamp())
+        if self.refresh_token is not None:
+            token["refresh_token"] = self.refresh_token.get_secret_value()
+        return token
+
+    def access_token_valid(self, *, margin: dt.timedelta = dt.timedelta(minutes=5)) -> bool:
+        """True when an access token is stored and still valid for at least `margin`."""
+        if self.access_token is None or self.access_token_expires_at is None:
+            return False
+        return self.access_token_expires_at - margin > utc_now()
+
+    def apply_token(self, token: Mapping[str, Any]) -> None:
+        """Take a token endpoint answer into the fields (no save). A new refresh token restarts its clock."""
+        now = utc_now()
+        access = token.get("access_token")
+        self.access_token = SecretStr(str(access)) if access else None
+        if token.get("expires_at") is not None:
+            self.access_token_expires_at = dt.datetime.fromtimestamp(float(token["expires_at"]), dt.UTC)
+        elif token.get("expires_in") is not None:
+            self.access_token_expires_at = now + dt.timedelta(seconds=float(token["expires_in"]))
+        else:
+            self.access_token_expires_at = None
+        refresh = token.get("refresh_token")
+        if refresh and (self.refresh_token is None or self.refresh_token.get_secret_value() != refresh):
+            self.refresh_token = SecretStr(str(refresh))
+            self.refresh_token_issued_at = now
+
+    def store_token(self, token: Mapping[str, Any]) -> None:
+        """The auth classes' `on_token` callback: take the new pair and save the block at once."""
+        with _STORE_LOCK:
+            self.apply_token(token)
+            if self._block_document_name is not None:
+                self.save(overwrite=True, _sync=True)
+
+    def forget_tokens(self) -> None:
+        """Drop both tokens (a revoked grant); the block keeps its client settings."""
+        self.access_token = None
+        self.access_token_expires_at = None
+        self.refresh_token = None
+        self.refresh_token_issued_at = None
+
+    @property
+    def account_name(self) -> str:
+        return self._block_document_name or "(unsaved)"

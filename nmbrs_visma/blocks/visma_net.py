@@ -1,0 +1,107 @@
+"""The Visma.net account block: a Visma Connect client registration, its tenant and tokens; builds the client."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
+
+from nmbrs_visma.blocks.oauth import OAuthAccount
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+
+SERVICE_SCOPES = ("vismanet_erp_service_api:create", "vismanet_erp_service_api:read", "vismanet_erp_service_api:update")
+INTERACTIVE_SCOPES = (
+    "vismanet_erp_interactive_api:create",
+    "vismanet_erp_interactive_api:read",
+    "vismanet_erp_interactive_api:update",
+    "offline_access",
+)
+
+
+class VismaNetAccount(OAuthAccount):
+    """A Visma.net ERP company (tenant) and the Visma Connect credentials to reach it."""
+
+    _block_type_name = "Visma.net Account"
+    _block_type_slug = "visma-net-account"
+    _documentation_url = "https://docs.developers.visma.com/apis/visma-net-erp/"
+    _description = (
+        "A Visma.net ERP company (tenant) and the Visma Connect OAuth 2.0 credentials to post journal "
+        "transactions to it: a service client (client credentials + tenant id) or an interactive login "
+        "(authorization code + PKCE, refresh tokens, saved back here at once)."
+    )
+    _code_example = """
+    ```python
+    from nmbrs_visma.blocks import VismaNetAccount
+
+    visma_net_account = VismaNetAccount.load("BLOCK_NAME")
+    with visma_net_account.get_client() as client:
+        periods = client.financial_periods()
+    ```
+    """
+    system_name: ClassVar[str] = "Visma.net"
+    connect_command: ClassVar[str] = "nmbrs-visma connect visma"
+
+    base_url: str = Field(
+        default="https://api.finance.visma.net", title="Base URL", description="The Visma.net ERP API base URL."
+    )
+    token_url: str = Field(
+        default="https://connect.visma.com/connect/token",
+        title="Token URL",
+        description="The Visma Connect token endpoint.",
+    )
+    authorize_url: str = Field(
+        default="https://connect.visma.com/connect/authorize",
+        title="Authorize URL",
+        description="The Visma Connect authorize endpoint (interactive login only).",
+    )
+    grant_type: Literal["client_credentials", "authorization_code"] = Field(
+        default="client_credentials",
+        description=(
+            "client_credentials for a Visma Connect service client (needs the tenant id); "
+            "authorization_code for an interactive login with `nmbrs-visma connect visma`."
+        ),
+    )
+    tenant_id: str = Field(
+        default="",
+        title="Tenant ID",
+        description="The Visma.net company (tenant) id; for an interactive login `connect` fills it in.",
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="The scopes to request; empty means the standard service or interactive ERP scopes.",
+    )
+
+    @property
+    def uses_refresh_token(self) -> bool:
+        return self.grant_type == "authorization_code"
+
+    @property
+    def effective_scopes(self) -> list[str]:
+        if self.scopes:
+            return list(self.scopes)
+        return list(INTERACTIVE_SCOPES if self.uses_refresh_token else SERVICE_SCOPES)
+
+    def get_auth(self) -> VismaConnectAuth:
+        """The Visma Connect auth for this account; every new token pair is saved to this block at once."""
+        from nmbrs_visma.clients.visma_net import VismaConnectAuth
+
+        return VismaConnectAuth(
+            token_url=self.token_url,
+            authorize_url=self.authorize_url,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            grant_type=self.grant_type,
+            tenant_id=self.tenant_id or None,
+            scopes=self.effective_scopes,
+            redirect_uri=self.redirect_uri,
+            token=self.token_dict(),
+            on_token=self.store_token,
+        )
+
+    def get_client(self, *, timeout: float = 30.0) -> VismaNetClient:
+        """A Visma.net ERP client for this tenant (close it, or use it as a context manager)."""
+        from nmbrs_visma.clients.visma_net import VismaNetClient
+
+        return VismaNetClient(base_url=self.base_url, auth=self.get_auth(), timeout=timeout)
