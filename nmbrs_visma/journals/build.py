@@ -125,7 +125,7 @@ def plan_run(
 
 def build_many(lines: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict[str, RunPlan]:
     """Check and build every run in `lines` (keyed by `run_id`); a context without lines is refused as empty."""
-    validate_lines(lines, require_run=True)
+    validate_lines(lines, require_run=True, key_nulls=False)  # aggregate_lines refuses missing keys
     unready = [run_id for run_id, c in contexts.items() if c.mapping is not None and c.reference is None]
     if unready:
         raise ValueError(f"mapped runs need their administration's reference: {unready[:5]}")
@@ -174,9 +174,9 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     )
 
     # Blocks of (run, source period): contiguous, because the aggregation is sorted by run then period.
-    periods = aggregated["period_id"].to_numpy(dtype=object)
+    period_codes, period_ids = pd.factorize(aggregated["period_id"], sort=False)
     block_start = (
-        np.flatnonzero(np.r_[True, (run_codes[1:] != run_codes[:-1]) | (periods[1:] != periods[:-1])])
+        np.flatnonzero(np.r_[True, (run_codes[1:] != run_codes[:-1]) | (period_codes[1:] != period_codes[:-1])])
         if len(aggregated)
         else np.array([], dtype=np.int64)
     )
@@ -190,7 +190,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     # Plain Python ints from here on: sums of int64 cents stay exact and the loop stays cheap.
     line_start, line_end = line_start.tolist(), line_end.tolist()
     block_debit, block_credit = block_debit.tolist(), block_credit.tolist()
-    block_source = periods[block_start].tolist()
+    block_source = np.asarray(period_ids, dtype=object)[period_codes[block_start]].tolist()
 
     per_run: dict[int, list[int]] = {}
     for block, code in enumerate(run_codes[block_start].tolist()):
@@ -199,6 +199,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     for code, blocks in per_run.items():
         context = run_list[code]
         own = own_periods(context.run)
+        administration = mapping_administration_id(context.mapping, context.reference)
         groups: dict[str, list[int]] = {}
         for block in blocks:
             target = target_period(block_source[block], context.reference.periods, context.mapping.closed_period_policy)
@@ -206,6 +207,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
         transactions = [
             _transaction(
                 context,
+                administration,
                 target,
                 members,
                 [block_source[b] for b in members],
@@ -225,6 +227,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
 
 def _transaction(
     context: RunContext,
+    administration: str,
     target: str,
     blocks: list[int],
     sources: list[str],
@@ -240,7 +243,6 @@ def _transaction(
     run, mapping, reference = context.run, context.mapping, context.reference
     moved = tuple(s for s in sources if s != target)
     date = booking_date(target, run, max(block_date[b] for b in blocks), reference.periods)
-    administration = mapping_administration_id(mapping, reference)
     key = posting_key(run.company_number, run.run_id, target, administration)
     is_correction = target not in own
     label = f"Payroll {run.year}/{run.period_end:02d} run {run.run_number} company {run.company_number}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from nmbrs_visma.journals.frame import RUN_COLUMN, aggregate_lines, validate_lines
@@ -65,16 +66,24 @@ def facts_by_run(aggregated: pd.DataFrame) -> dict[str, LineFacts]:
     for column, attribute in (("account", "accounts"), ("cost_center", "cost_center"), ("cost_unit", "cost_unit")):
         present = work if column == "account" else work[work[column] != ""]
         firsts = present.groupby([RUN_COLUMN, column], sort=False, observed=True)["order"].min()
-        for (run_id, value), first in firsts.items():
-            getattr(facts[run_id], attribute)[value] = _ref(first)
+        runs, values = (firsts.index.get_level_values(level).tolist() for level in (0, 1))
+        for run_id, value, ref in zip(runs, values, _refs(firsts.to_numpy()), strict=True):
+            getattr(facts[run_id], attribute)[value] = ref
     totals = work.groupby([RUN_COLUMN, "period_id"], sort=True, observed=True).agg(
         debit=("debit_cents", "sum"), credit=("credit_cents", "sum"), first=("order", "min")
     )
-    for (run_id, period_id), debit, credit, first in zip(
-        totals.index, totals["debit"], totals["credit"], totals["first"], strict=True
+    runs, periods = (totals.index.get_level_values(level).tolist() for level in (0, 1))
+    debits, credits = totals["debit"].tolist(), totals["credit"].tolist()
+    for run_id, period_id, debit, credit, ref in zip(
+        runs, periods, debits, credits, _refs(totals["first"].to_numpy()), strict=True
     ):
-        facts[run_id].periods[period_id] = PeriodTotals(int(debit), int(credit), _ref(first))
+        facts[run_id].periods[period_id] = PeriodTotals(debit, credit, ref)
     return facts
+
+
+def _refs(orders: np.ndarray) -> list[LineRef]:
+    """(transaction, line) pairs from packed `transaction << 32 | line` values."""
+    return list(zip((orders >> 32).tolist(), (orders & 0xFFFFFFFF).tolist(), strict=True))
 
 
 def facts_of(lines: pd.DataFrame) -> LineFacts:
@@ -84,10 +93,6 @@ def facts_of(lines: pd.DataFrame) -> LineFacts:
         return LineFacts()
     single = lines.assign(**{RUN_COLUMN: pd.Series("run", index=lines.index, dtype="str")})
     return facts_by_run(aggregate_lines(single))["run"]
-
-
-def _ref(order: int) -> LineRef:
-    return int(order) >> 32, int(order) & 0xFFFFFFFF
 
 
 def _where(ref: LineRef) -> str:
