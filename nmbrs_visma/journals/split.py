@@ -30,6 +30,7 @@ class PeriodJournal:
     is_correction: bool
     lines: pd.DataFrame = field(repr=False)
     moved_from: tuple[str, ...] = ()  # closed periods whose lines were moved into this one (NEXT_OPEN)
+    reference: str = ""  # the run's reference (`PayrollRun.reference`), identical in every period's journal
 
     @property
     def note(self) -> str:
@@ -116,6 +117,7 @@ def split_by_period(
                 is_correction=target not in own,
                 lines=part,
                 moved_from=tuple(s for s in sources if s != target),
+                reference=run.reference,
             )
         )
     return journals

@@ -25,6 +25,7 @@ def test_groups_by_header_period_not_date(run: PayrollRun) -> None:
     assert len(january.lines) + len(march.lines) == len(lines)
     assert january.lines["debit_cents"].tolist() == [-10050, 0]  # a negative amount stays on its side
     assert january.moved_from == () and january.note == ""
+    assert january.reference == march.reference == run.reference == "NM2603R1"  # the normal run's reference
 
 
 def test_header_date_outside_own_period_is_clamped_to_its_last_day(run: PayrollRun) -> None:
