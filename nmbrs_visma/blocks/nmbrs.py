@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 
 from nmbrs_visma.blocks.oauth import OAuthAccount, utc_now
+from nmbrs_visma.clients.nmbrs import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_SCOPES, DEFAULT_TOKEN_URL
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsAuth, NmbrsClient
-
-NMBRS_SCOPES = ("offline_access",)
 
 
 class NmbrsAccount(OAuthAccount):
@@ -38,22 +38,20 @@ class NmbrsAccount(OAuthAccount):
     system_name: ClassVar[str] = "Nmbrs"
     connect_command: ClassVar[str] = "nmbrs-visma connect nmbrs"
 
-    base_url: str = Field(
-        default="https://api.nmbrsapp.com", title="Base URL", description="The Nmbrs REST API base URL."
-    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, title="Base URL", description="The Nmbrs REST API base URL.")
     token_url: str = Field(
-        default="https://identityservice.nmbrs.com/connect/token",
+        default=DEFAULT_TOKEN_URL,
         title="Token URL",
         description="The Nmbrs identity server token endpoint.",
     )
     authorize_url: str = Field(
-        default="https://identityservice.nmbrs.com/connect/authorize",
+        default=DEFAULT_AUTHORIZE_URL,
         title="Authorize URL",
         description="The Nmbrs identity server authorize endpoint.",
     )
     subscription_key: SecretStr = Field(description="The Nmbrs API subscription key (sent as X-Subscription-Key).")
     scopes: list[str] = Field(
-        default_factory=lambda: list(NMBRS_SCOPES),
+        default_factory=lambda: list(DEFAULT_SCOPES),
         description="The scopes to request at login; offline_access gives the refresh token.",
     )
     refresh_token_lifetime_days: int = Field(
@@ -74,20 +72,45 @@ class NmbrsAccount(OAuthAccount):
         expires = self.refresh_token_expires_at
         return None if expires is None else (expires - utc_now()).days
 
-    def get_auth(self) -> NmbrsAuth:
-        """The Nmbrs identity auth for this account; every new token pair is saved to this block at once."""
+    def token_dict(self) -> dict[str, Any] | None:
+        token = super().token_dict()
+        expires = self.refresh_token_expires_at
+        if token is not None and expires is not None:
+            token["refresh_expires_at"] = expires.timestamp()  # NmbrsAuth refuses a lapsed refresh token early
+        return token
+
+    def get_auth(self, *, guarded: bool = True, on_token: Callable[[dict[str, Any]], None] | None = None) -> NmbrsAuth:
+        """The Nmbrs identity auth for this account; every new token pair is saved to this block at once.
+
+        `guarded` (a saved block): a renewal takes the account's token lock and re-reads the block first.
+        The token refresh task, already holding the lock, asks for an unguarded one.
+        """
         from nmbrs_visma.clients.nmbrs import NmbrsAuth
 
-        return NmbrsAuth(
-            token_url=self.token_url,
-            authorize_url=self.authorize_url,
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            scopes=list(self.scopes),
-            redirect_uri=self.redirect_uri,
-            token=self.token_dict(),
-            on_token=self.store_token,
-        )
+        settings: dict[str, Any] = {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "redirect_uri": self.redirect_uri,
+            "token": self.token_dict(),
+            "on_token": on_token or self.store_token,
+            "authorize_url": self.authorize_url,
+            "token_url": self.token_url,
+            "scopes": list(self.scopes),
+            "refresh_token_lifetime": dt.timedelta(days=self.refresh_token_lifetime_days),
+        }
+        if guarded and self._block_document_name is not None:
+            from nmbrs_visma.blocks.guarded_auth import GuardedNmbrsAuth
+
+            return GuardedNmbrsAuth(account_type=type(self), account=self._block_document_name, **settings)
+        return NmbrsAuth(**settings)
+
+    def renew_token(self) -> None:
+        """Trade the refresh token for a new pair (rotation); saved at once."""
+        auth = self.get_auth(guarded=False)
+        try:
+            auth.refresh()
+        finally:
+            auth.close()
 
     def get_client(self, *, timeout: float = 30.0) -> NmbrsClient:
         """An Nmbrs REST client (close it, or use it as a context manager)."""

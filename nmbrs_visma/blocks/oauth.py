@@ -103,6 +103,10 @@ class OAuthAccount(CredentialsBlock):
             if self._block_document_name is not None:
                 self.save(overwrite=True, _sync=True)
 
+    def renew_token(self) -> None:
+        """Get a new token pair now (saved at once). The caller holds the account's token lock."""
+        raise NotImplementedError
+
     def forget_tokens(self) -> None:
         """Drop both tokens (a revoked grant); the block keeps its client settings."""
         self.access_token = None

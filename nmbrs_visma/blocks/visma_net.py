@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from nmbrs_visma.blocks.oauth import OAuthAccount
+from nmbrs_visma.clients.visma_connect import DEFAULT_AUTHORIZE_URL, DEFAULT_TOKEN_URL
 
 if TYPE_CHECKING:
-    from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+    from nmbrs_visma.clients.visma_connect import VismaConnectAuth
+    from nmbrs_visma.clients.visma_net import VismaNetClient
 
-SERVICE_SCOPES = ("vismanet_erp_service_api:create", "vismanet_erp_service_api:read", "vismanet_erp_service_api:update")
-INTERACTIVE_SCOPES = (
-    "vismanet_erp_interactive_api:create",
-    "vismanet_erp_interactive_api:read",
-    "vismanet_erp_interactive_api:update",
-    "offline_access",
-)
+DEFAULT_BASE_URL = "https://api.finance.visma.net"
 
 
 class VismaNetAccount(OAuthAccount):
@@ -43,16 +40,14 @@ class VismaNetAccount(OAuthAccount):
     system_name: ClassVar[str] = "Visma.net"
     connect_command: ClassVar[str] = "nmbrs-visma connect visma"
 
-    base_url: str = Field(
-        default="https://api.finance.visma.net", title="Base URL", description="The Visma.net ERP API base URL."
-    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, title="Base URL", description="The Visma.net ERP API base URL.")
     token_url: str = Field(
-        default="https://connect.visma.com/connect/token",
+        default=DEFAULT_TOKEN_URL,
         title="Token URL",
         description="The Visma Connect token endpoint.",
     )
     authorize_url: str = Field(
-        default="https://connect.visma.com/connect/authorize",
+        default=DEFAULT_AUTHORIZE_URL,
         title="Authorize URL",
         description="The Visma Connect authorize endpoint (interactive login only).",
     )
@@ -70,35 +65,48 @@ class VismaNetAccount(OAuthAccount):
     )
     scopes: list[str] = Field(
         default_factory=list,
-        description="The scopes to request; empty means the standard service or interactive ERP scopes.",
+        description="The scopes to request; empty means the standard service or interactive (+ offline_access) scopes.",
     )
 
     @property
     def uses_refresh_token(self) -> bool:
         return self.grant_type == "authorization_code"
 
-    @property
-    def effective_scopes(self) -> list[str]:
-        if self.scopes:
-            return list(self.scopes)
-        return list(INTERACTIVE_SCOPES if self.uses_refresh_token else SERVICE_SCOPES)
+    def get_auth(
+        self, *, guarded: bool = True, on_token: Callable[[dict[str, Any]], None] | None = None
+    ) -> VismaConnectAuth:
+        """The Visma Connect auth for this account; every new token pair is saved to this block at once.
 
-    def get_auth(self) -> VismaConnectAuth:
-        """The Visma Connect auth for this account; every new token pair is saved to this block at once."""
-        from nmbrs_visma.clients.visma_net import VismaConnectAuth
+        `guarded` (a saved interactive account): a renewal takes the account's token lock and re-reads the
+        block first. The token refresh task, already holding the lock, asks for an unguarded one.
+        """
+        from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 
-        return VismaConnectAuth(
-            token_url=self.token_url,
-            authorize_url=self.authorize_url,
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            grant_type=self.grant_type,
-            tenant_id=self.tenant_id or None,
-            scopes=self.effective_scopes,
-            redirect_uri=self.redirect_uri,
-            token=self.token_dict(),
-            on_token=self.store_token,
-        )
+        settings: dict[str, Any] = {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "flow": "interactive" if self.uses_refresh_token else "service",
+            "tenant_id": self.tenant_id or None,
+            "redirect_uri": self.redirect_uri,
+            "token": self.token_dict(),
+            "on_token": on_token or self.store_token,
+            "token_url": self.token_url,
+            "authorize_url": self.authorize_url,
+            "scopes": self.scopes or None,
+        }
+        if guarded and self.uses_refresh_token and self._block_document_name is not None:
+            from nmbrs_visma.blocks.guarded_auth import GuardedVismaConnectAuth
+
+            return GuardedVismaConnectAuth(account_type=type(self), account=self._block_document_name, **settings)
+        return VismaConnectAuth(**settings)
+
+    def renew_token(self) -> None:
+        """Refresh (interactive) or fetch a new client-credentials token (service); saved at once."""
+        auth = self.get_auth(guarded=False)
+        try:
+            auth.renew()
+        finally:
+            auth.close()
 
     def get_client(self, *, timeout: float = 30.0) -> VismaNetClient:
         """A Visma.net ERP client for this tenant (close it, or use it as a context manager)."""

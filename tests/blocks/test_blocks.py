@@ -93,14 +93,15 @@ def test_the_package_is_a_prefect_collection() -> None:
     assert "nmbrs_visma" in names
 
 
-def test_service_and_interactive_scopes() -> None:
-    service = _visma()
-    interactive = _visma(grant_type="authorization_code")
-    assert not service.uses_refresh_token
-    assert all(scope.startswith("vismanet_erp_service_api:") for scope in service.effective_scopes)
-    assert interactive.uses_refresh_token
-    assert "offline_access" in interactive.effective_scopes
-    assert _visma(scopes=["custom"]).effective_scopes == ["custom"]
+def test_the_auth_follows_the_grant_type_and_scopes() -> None:
+    service = _visma().get_auth()
+    assert service.flow == "service" and service.tenant_id == "1000001"
+    assert all(scope.startswith("vismanet_erp_service_api:") for scope in service.scopes)
+    interactive = _visma(grant_type="authorization_code").get_auth()
+    assert interactive.flow == "interactive"
+    assert "offline_access" in interactive.scopes
+    assert _visma(scopes=["custom"]).get_auth().scopes == ("custom",)
+    assert "offline_access" in _nmbrs().scopes
 
 
 def test_apply_token_restarts_the_refresh_clock_only_on_rotation() -> None:
