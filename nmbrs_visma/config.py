@@ -315,6 +315,10 @@ def _save_account(name: str, block: OAuthAccount) -> str:
     return token_lock_name(account_type, name)
 
 
+def _mapping_values(block: AdministrationMappingBlock) -> dict[str, Any]:
+    return {name: getattr(block, name) for name in AdministrationMappingBlock.model_fields}
+
+
 def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
     """Validate `data` (a parsed configuration file), then write its blocks and create the token locks."""
     planned = plan_config(data, env)
@@ -328,7 +332,7 @@ def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
     unchanged: list[str] = []
     for number, mapping in sorted(planned.mappings.items()):
         name = mapping_block_name(number)
-        if name in existing and existing[name].model_dump() == mapping.model_dump():
+        if name in existing and _mapping_values(existing[name]) == _mapping_values(mapping):
             unchanged.append(name)
             continue
         mapping.save(name, overwrite=True, _sync=True)

@@ -1,0 +1,144 @@
+"""`config apply` / `config show`: the YAML file into blocks, secrets from the environment, clear errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+
+from nmbrs_visma.blocks import AdministrationMappingBlock, NmbrsAccount, VismaNetAccount, load_mappings
+from nmbrs_visma.blocks.locks import token_lock_name
+from nmbrs_visma.config import ConfigError, apply_config, apply_config_file, plan_config, show_config
+from nmbrs_visma.journals.models import ClosedPeriodPolicy
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+EXAMPLE_ENV = {
+    "VISMA_CLIENT_SECRET": "visma-secret-111",
+    "VISMA_INTERACTIVE_CLIENT_SECRET": "visma-secret-222",
+    "NMBRS_CLIENT_SECRET": "nmbrs-secret-333",
+    "NMBRS_SUBSCRIPTION_KEY": "nmbrs-key-444",
+}
+
+
+def _example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_the_example_applies_into_blocks_and_locks(clean_blocks: None) -> None:
+    applied = apply_config(_example(), EXAMPLE_ENV)
+    assert applied.visma_accounts == ["bakkerij-groep", "bakkerij-zuid"]
+    assert applied.nmbrs_accounts == ["default"]
+    assert applied.mappings == ["company-1001", "company-1002", "company-1004", "company-2001"]
+
+    service = VismaNetAccount.load("bakkerij-groep")
+    assert service.client_secret.get_secret_value() == "visma-secret-111"
+    assert service.tenant_id == "1000001" and service.grant_type == "client_credentials"
+    nmbrs = NmbrsAccount.load("default")
+    assert nmbrs.subscription_key.get_secret_value() == "nmbrs-key-444"
+
+    loaded = load_mappings()
+    zuid = loaded.mappings[1002]
+    assert (zuid.visma_account, zuid.branch, zuid.ledger) == ("bakkerij-zuid", "2", "L")
+    assert zuid.cost_center.enabled and zuid.cost_center.description == "Department"
+    assert zuid.cost_unit.description == "Project"
+    assert zuid.closed_period_policy is ClosedPeriodPolicy.REFUSE
+    assert loaded.nmbrs_accounts[1001] == "default"
+    assert loaded.mappings[1004].test_company and loaded.mappings[2001].debtor_blocked
+
+    with get_client(sync_client=True) as client:
+        for block_type, name in ((VismaNetAccount, "bakkerij-groep"), (NmbrsAccount, "default")):
+            limit = client.read_global_concurrency_limit_by_name(token_lock_name(block_type, name))
+            assert limit.limit == 1
+
+
+def test_a_missing_secret_names_the_account_and_variable_and_writes_nothing(clean_blocks: None) -> None:
+    env = {key: value for key, value in EXAMPLE_ENV.items() if key != "NMBRS_SUBSCRIPTION_KEY"}
+    with pytest.raises(ConfigError) as raised:
+        apply_config(_example(), env)
+    assert raised.value.problems == [
+        "Nmbrs account 'default': environment variable NMBRS_SUBSCRIPTION_KEY (subscription_key_env) is not set"
+    ]
+    assert load_mappings().mappings == {}
+
+
+def test_validation_errors_name_the_company_and_field() -> None:
+    data = _example()
+    del data["companies"][1]["branch"]
+    data["companies"][2]["closed_period_policy"] = "sometimes"
+    data["companies"][3]["visma_account"] = "nowhere"
+    data["companies"][0]["colour"] = "blue"
+    with pytest.raises(ConfigError) as raised:
+        plan_config(data, EXAMPLE_ENV)
+    text = "\n".join(raised.value.problems)
+    assert "companies[1] (company 1002): branch: Field required" in text
+    assert "companies[2] (company 1004): closed_period_policy:" in text
+    assert "companies[3] (company 2001): visma_account 'nowhere' is not defined" in text
+    assert "companies[0] (company 1001): colour: Extra inputs are not permitted" in text
+
+
+def test_a_company_mapped_twice_is_refused() -> None:
+    data = _example()
+    data["companies"].append(copy.deepcopy(data["companies"][0]))
+    with pytest.raises(ConfigError, match="company 1001 is mapped 2 times"):
+        plan_config(data, EXAMPLE_ENV)
+
+
+def test_account_problems_are_named() -> None:
+    data = _example()
+    data["visma_net"]["accounts"]["Bad Name"] = data["visma_net"]["accounts"].pop("bakkerij-zuid")
+    del data["visma_net"]["accounts"]["bakkerij-groep"]["tenant_id"]
+    data["nmbrs"]["accounts"]["default"]["client_secret"] = "written-in-the-file"
+    with pytest.raises(ConfigError) as raised:
+        plan_config(data, EXAMPLE_ENV)
+    text = "\n".join(raised.value.problems)
+    assert "Visma.net account 'Bad Name': the name must be lowercase letters" in text
+    assert "Visma.net account 'bakkerij-groep': tenant_id is required for grant_type client_credentials" in text
+    assert "Nmbrs account 'default': client_secret: Extra inputs are not permitted" in text
+    assert "written-in-the-file" not in text
+
+
+def test_reapplying_keeps_connected_tokens_unless_the_identity_changed(clean_blocks: None) -> None:
+    apply_config(_example(), EXAMPLE_ENV)
+    NmbrsAccount.load("default").store_token({"access_token": "a", "expires_in": 3600, "refresh_token": "r"})
+    applied = apply_config(_example(), EXAMPLE_ENV)
+    assert applied.mappings == [] and len(applied.unchanged_mappings) == 4
+    kept = NmbrsAccount.load("default")
+    assert kept.refresh_token is not None and kept.refresh_token.get_secret_value() == "r"
+
+    data = _example()
+    data["nmbrs"]["accounts"]["default"]["client_id"] = "another-app"
+    apply_config(data, EXAMPLE_ENV)
+    assert NmbrsAccount.load("default").refresh_token is None
+
+
+def test_blocks_not_in_the_file_are_reported_not_deleted(clean_blocks: None) -> None:
+    AdministrationMappingBlock(nmbrs_company=3001, visma_account="x", branch="1", ledger="L").save("company-3001")
+    applied = apply_config(_example(), EXAMPLE_ENV)
+    assert applied.not_in_file == ["company-3001"]
+    assert 3001 in load_mappings().mappings
+
+
+def test_the_commands_apply_and_show_with_secrets_masked(
+    clean_blocks: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COLUMNS", "250")  # rich would abbreviate cells in an 80-column capture
+    assert apply_config_file(EXAMPLE) == 0
+    NmbrsAccount.load("default").store_token({"access_token": "tok-555", "expires_in": 3600, "refresh_token": "r-666"})
+    capsys.readouterr()
+    assert show_config() == 0
+    shown = capsys.readouterr().out
+    for company in ("1001", "1002", "1004", "2001"):
+        assert company in shown
+    assert "bakkerij-groep" in shown and "Department" in shown and "set (hidden)" in shown
+    for secret in [*EXAMPLE_ENV.values(), "tok-555", "r-666"]:
+        assert secret not in shown
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("companies: [{nmbrs_company: 5}]\n")
+    assert apply_config_file(broken) == 2
+    assert "companies[0] (company 5): visma_account: Field required" in capsys.readouterr().out
