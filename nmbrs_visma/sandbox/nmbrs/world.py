@@ -145,6 +145,7 @@ class NmbrsWorld:
     retry_after: int = 1  # seconds announced on a 429
     latency: float = 0.0  # seconds added to every /api call
     max_page_size: int = 100  # the server's cap on pageSize (tests lower it to see pagination)
+    documents: dict[int, bytes] = field(default_factory=dict)  # company number -> journal served as is
     access_token_lifetime: int = 3600
     refresh_token_lifetime: float = 30 * 24 * 3600.0  # sliding: a refresh token expires this long after issue
     code_lifetime: int = 300
@@ -233,6 +234,8 @@ class NmbrsWorld:
 
     def journal_document(self, run: RunRecord, kind: JournalKind = "journals") -> bytes:
         company = self.companies[run.company_id]
+        if company.number in self.documents:  # a test's own document (malformed, hostile, huge, unbalanced)
+            return self.documents[company.number]
         return render_xml(self.transactions(run, kind), self.styles.get(company.number, ISO_STYLE))
 
     def expected_lines(

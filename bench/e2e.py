@@ -1,0 +1,291 @@
+"""End-to-end benchmark: the real `post-payroll-journals` flow against a bare asyncio httpx2 poster.
+
+N administrations (default 500), each a Visma.net tenant mapped to an Nmbrs company whose March run holds 400
+journal lines over three periods (see `e2e_world.py`). The pipeline run is the flow itself, in this process,
+on a Prefect test harness, against both emulators over real HTTP with realistic latency (150 ms per create,
+60 ms per read) and a per-tenant rate budget. Beside it, on a fresh Visma.net emulator each time, a bare asyncio
+httpx2 script posts the same prebuilt payloads (the core's own parse and build) with the same concurrency
+(administrations in flight = the flow's worker count; each administration's periods in order). Both are
+repeated at zero latency, where the difference is the pipeline's own cost.
+
+    python bench/e2e.py [--admins N] [--workers N] [--create-latency S] [--read-latency S] [--budget N]
+
+Targets: ratio <= 1.3 at the default size; per administration and period at most one create, one look-up and
+the amortised reads; memory flat in N; overhead under 100 ms per administration. The last line is
+`ratio=<pipeline/bare> overhead_ms=<per administration>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _prepare_environment(workers: int) -> Path:
+    """Prefect reads its settings at import: a throwaway home, the recommended recorder batch sizes, quiet
+    console logging (the benchmark prints its own figures)."""
+    home = Path(tempfile.mkdtemp(prefix="nmbrs-visma-bench-"))
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
+            "NMBRS_VISMA_MAX_WORKERS": str(workers),
+            "NMBRS_VISMA_OUTPUT_DIR": str(home / "output"),
+        }
+    )
+    return home
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRss:
+    """Samples RSS in a thread while a phase runs."""
+
+    def __init__(self) -> None:
+        self.start = rss_mb()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_mb())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Phase:
+    name: str
+    wall: float
+    requests: Counter[str]
+    tokens: int
+    rss_start: float = 0.0
+    rss_peak: float = 0.0
+
+
+def count_requests(world: Any) -> Counter[str]:
+    """The emulator's request log by kind."""
+    kinds: Counter[str] = Counter()
+    for request in world.received:
+        if request.path == "/v2/journaltransaction":
+            kinds["create" if request.method == "POST" else "look-up"] += 1
+        elif request.path.startswith("/v1/"):
+            kinds["read " + request.path.split("/")[2]] += 1
+        else:
+            kinds[f"{request.method} {request.path}"] += 1
+    return kinds
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, home: Path) -> None:
+        self.args = args
+        self.home = home
+        self.port = 0
+        self.visma: Any = None
+        self.nmbrs: Any = None
+        self.nmbrs_world: Any = None
+        self.prebuilt: dict[str, list[bytes]] = {}
+
+    # -- emulators --
+
+    def fresh_visma(self, create_latency: float, read_latency: float) -> Any:
+        """A new Visma.net world served on the same port (the blocks keep pointing at it)."""
+        import e2e_world
+
+        from nmbrs_visma.sandbox.server import start_server
+        from nmbrs_visma.sandbox.visma_net import create_app
+
+        if self.visma is not None:
+            self.visma.stop()
+        world = e2e_world.visma_world(
+            self.args.admins,
+            create_latency=create_latency,
+            read_latency=read_latency,
+            budget=self.args.budget,
+            window=self.args.window,
+        )
+        self.visma = start_server(create_app(world), port=self.port)
+        self.port = self.visma.port
+        return world
+
+    def setup(self) -> None:
+        import e2e_world
+
+        from nmbrs_visma.config import apply_config
+        from nmbrs_visma.demo import connect_demo_nmbrs
+        from nmbrs_visma.sandbox.nmbrs import create_app as create_nmbrs_app
+        from nmbrs_visma.sandbox.server import start_server
+
+        admins = self.args.admins
+        world = self.fresh_visma(0.0, 0.0)
+        self.nmbrs_world = e2e_world.nmbrs_world(admins)
+        self.nmbrs = start_server(create_nmbrs_app(self.nmbrs_world))
+        started = time.perf_counter()
+        apply_config(e2e_world.config(admins, self.visma.url, self.nmbrs.url), e2e_world.SECRET_ENV)
+        connect_demo_nmbrs()
+        self.prebuilt = e2e_world.payloads(self.nmbrs_world, world, admins)
+        print(f"setup: {admins} administrations configured in {time.perf_counter() - started:.1f}s", flush=True)
+
+    # -- the two contenders --
+
+    def pipeline(self, create_latency: float, read_latency: float, label: str) -> Phase:
+        import e2e_world
+
+        from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+        from nmbrs_visma.results import Status
+
+        world = self.fresh_visma(create_latency, read_latency)
+        os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
+        with PeakRss() as memory:
+            started = time.perf_counter()
+            rows = post_payroll_journals(period=e2e_world.PERIOD)
+            wall = time.perf_counter() - started
+        statuses = Counter(row.status for row in rows)
+        booked = sum(len(world.transactions(tenant)) for tenant in world.tenants)
+        expected = 3 * self.args.admins
+        if statuses != Counter({Status.SENT: expected}) or booked != expected:
+            problems = [f"{r.company} {r.period} {r.status}: {r.reason}" for r in rows if r.status != Status.SENT]
+            raise SystemExit(
+                f"pipeline did not post everything once: {dict(statuses)}, ledger {booked}\n" + "\n".join(problems[:10])
+            )
+        return Phase("pipeline", wall, count_requests(world), len(world.token_requests), memory.start, memory.peak)
+
+    def bare(self, create_latency: float, read_latency: float) -> Phase:
+        world = self.fresh_visma(create_latency, read_latency)
+        started = time.perf_counter()
+        asyncio.run(bare_post(self.visma.url, self.prebuilt, self.args.workers))
+        wall = time.perf_counter() - started
+        booked = sum(len(world.transactions(tenant)) for tenant in world.tenants)
+        if booked != 3 * self.args.admins:
+            raise SystemExit(f"bare run booked {booked}, expected {3 * self.args.admins}")
+        return Phase("bare", wall, count_requests(world), len(world.token_requests))
+
+    def stop(self) -> None:
+        for server in (self.visma, self.nmbrs):
+            if server is not None:
+                server.stop()
+
+
+async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int) -> None:
+    """The floor: a token per tenant, then its payloads in order; 429s waited out by Retry-After."""
+    import httpx2
+
+    from nmbrs_visma.sandbox.visma_net import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET
+
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+
+        async def send(method: str, path: str, **kwargs: Any) -> Any:
+            while True:
+                response = await client.request(method, path, **kwargs)
+                if response.status_code == 429:
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                response.raise_for_status()
+                return response
+
+        async def administration(tenant: str, bodies: list[bytes]) -> None:
+            async with gate:
+                token = await send(
+                    "POST",
+                    "/connect/token",
+                    data={"grant_type": "client_credentials", "tenant_id": tenant},
+                    auth=(SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET),
+                )
+                headers = {
+                    "Authorization": f"Bearer {token.json()['access_token']}",
+                    "Content-Type": "application/json",
+                }
+                for body in bodies:
+                    await send("POST", "/v2/journaltransaction", content=body, headers=headers)
+
+        await asyncio.gather(*(administration(tenant, bodies) for tenant, bodies in payloads.items()))
+
+
+def report(label: str, pipeline: Phase, bare: Phase, admins: int) -> float:
+    ratio = pipeline.wall / bare.wall
+    per_admin = sum(pipeline.requests.values()) / admins
+    print(f"\n[{label}]")
+    print(f"  pipeline wall {pipeline.wall:8.2f}s   bare wall {bare.wall:8.2f}s   ratio {ratio:.2f}")
+    print(f"  pipeline requests per administration: {per_admin:.2f} (+ {pipeline.tokens / admins:.2f} token)")
+    for kind, count in sorted(pipeline.requests.items()):
+        print(f"    {kind:<28} {count / admins:6.2f} per administration  {count / admins / 3:6.2f} per period")
+    bare_requests = sum(bare.requests.values()) / admins
+    print(f"  bare requests per administration: {bare_requests:.2f} (+ {bare.tokens / admins:.2f} token)")
+    growth = pipeline.rss_peak - pipeline.rss_start
+    print(
+        f"  pipeline RSS {pipeline.rss_start:.0f} MB -> peak {pipeline.rss_peak:.0f} MB "
+        f"(+{growth:.0f} MB, {growth * 1024 / admins:.0f} KB per administration, emulator ledger included)"
+    )
+    return ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--admins", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=8, help="administrations in flight (both contenders)")
+    parser.add_argument("--create-latency", type=float, default=0.150)
+    parser.add_argument("--read-latency", type=float, default=0.060)
+    parser.add_argument("--budget", type=int, default=60, help="API calls per tenant per window")
+    parser.add_argument("--window", type=float, default=60.0, help="rate window, seconds")
+    args = parser.parse_args(argv)
+    home = _prepare_environment(args.workers)
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        bench = Bench(args, home)
+        try:
+            bench.setup()
+            slow = (
+                bench.pipeline(args.create_latency, args.read_latency, "latency"),
+                bench.bare(args.create_latency, args.read_latency),
+            )
+            fast = bench.pipeline(0.0, 0.0, "zero"), bench.bare(0.0, 0.0)
+        finally:
+            bench.stop()
+    print(f"\n{args.admins} administrations x 400 lines x 3 periods, {args.workers} in flight")
+    ratio = report(
+        f"latency: create {args.create_latency * 1000:.0f} ms, read {args.read_latency * 1000:.0f} ms, "
+        f"budget {args.budget}/{args.window:g}s per tenant",
+        *slow,
+        args.admins,
+    )
+    report("zero latency", *fast, args.admins)
+    overhead_ms = (fast[0].wall - fast[1].wall) / args.admins * 1000
+    print(f"\npipeline own overhead at zero latency: {overhead_ms:.1f} ms per administration")
+    print(f"ratio={ratio:.2f} overhead_ms={overhead_ms:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
