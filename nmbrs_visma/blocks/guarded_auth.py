@@ -13,6 +13,8 @@ way to hand an auth object a newer pair, and covered by tests/blocks/test_tokens
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nmbrs_visma.blocks.locks import token_lock
@@ -33,35 +35,19 @@ def _newer_saved_token(account_type: type[OAuthAccount], name: str, held: str | 
     return saved.token_dict() if saved.access_token_valid(margin=_FRESH) else None
 
 
-class GuardedNmbrsAuth(NmbrsAuth):
-    """`NmbrsAuth` for a saved account block: one refresh per account at a time across processes."""
+class _Guarded:
+    """The part both guarded auth classes share; `_token` and `_lock` are the auth classes' own."""
+
+    _token: dict[str, Any] | None
+    _lock: threading.RLock
 
     def __init__(self, *, account_type: type[OAuthAccount], account: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[call-arg]
         self._account_type = account_type
         self._account = account
 
-    def refresh(self, *, unless_changed_from: str | None = None) -> None:
-        with self._lock, token_lock(self._account_type, self._account):
-            held = (self._token or {}).get("access_token")
-            if unless_changed_from is not None and held != unless_changed_from:
-                return
-            newer = _newer_saved_token(self._account_type, self._account, held)
-            if newer is not None:
-                self._token = newer
-                return
-            super().refresh(unless_changed_from=unless_changed_from)
-
-
-class GuardedVismaConnectAuth(VismaConnectAuth):
-    """`VismaConnectAuth` for a saved interactive account block: one refresh per account at a time."""
-
-    def __init__(self, *, account_type: type[OAuthAccount], account: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._account_type = account_type
-        self._account = account
-
-    def renew(self, *, stale: str | None = None) -> None:
+    def _guarded(self, stale: str | None, renew: Callable[[], None]) -> None:
+        """Under the account's lock: skip if `stale` was already replaced here, adopt a newer saved pair, or renew."""
         with self._lock, token_lock(self._account_type, self._account):
             held = (self._token or {}).get("access_token")
             if stale is not None and self._token is not None and held != stale:
@@ -70,4 +56,18 @@ class GuardedVismaConnectAuth(VismaConnectAuth):
             if newer is not None:
                 self._token = newer
                 return
-            super().renew(stale=stale)
+            renew()
+
+
+class GuardedNmbrsAuth(_Guarded, NmbrsAuth):
+    """`NmbrsAuth` for a saved account block: one refresh per account at a time across processes."""
+
+    def refresh(self, *, unless_changed_from: str | None = None) -> None:
+        self._guarded(unless_changed_from, lambda: NmbrsAuth.refresh(self, unless_changed_from=unless_changed_from))
+
+
+class GuardedVismaConnectAuth(_Guarded, VismaConnectAuth):
+    """`VismaConnectAuth` for a saved interactive account block: one refresh per account at a time."""
+
+    def renew(self, *, stale: str | None = None) -> None:
+        self._guarded(stale, lambda: VismaConnectAuth.renew(self, stale=stale))

@@ -101,3 +101,23 @@ def test_the_command_reports_a_missing_account_without_a_traceback(
     assert run_connect(system="nmbrs", account="nowhere", port=None) == 1
     out = capsys.readouterr().out
     assert "Not connected" in out and "nowhere" in out and "Traceback" not in out
+
+
+def test_a_visma_client_renewing_mid_run_adopts_the_pair_another_run_saved(configured: None, sandboxes) -> None:
+    import datetime as dt
+
+    authorise_account("visma", "interactive", open_url=Browser(), show_url=lambda url: None, timeout=30)
+    running = VismaNetAccount.load("interactive").get_client()  # a long run's client, holding the current pair
+    try:
+        block = VismaNetAccount.load("interactive")
+        block.access_token_expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        block.save("interactive", overwrite=True)
+        assert ensure_fresh_token(VismaNetAccount, "interactive")[1]  # another run rotates the pair
+        asked = len(sandboxes.visma_world.token_requests)
+        running.auth.renew()  # takes the lock, re-reads the block, adopts instead of spending the old token
+        assert len(sandboxes.visma_world.token_requests) == asked
+        saved = VismaNetAccount.load("interactive").access_token
+        assert saved is not None and running.auth.access_token().get_secret_value() == saved.get_secret_value()
+        assert running.branches()
+    finally:
+        running.close()
