@@ -81,6 +81,48 @@ class PeakRss:
         self._thread.join()
 
 
+class Sampler:
+    """A poor man's sampling profiler for threaded code: every 10 ms, the innermost frame of this project (or
+    else of Prefect / httpx2) in each thread; `top()` says where the wall time of the worker threads goes."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.wait(0.01):
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                self.counts[self._where(frame)] += 1
+
+    @staticmethod
+    def _where(frame: Any) -> str:
+        chain = []
+        while frame is not None:
+            chain.append(frame)
+            frame = frame.f_back
+        for marker in ("nmbrs_visma", "prefect", "httpx2"):
+            for candidate in chain:
+                if marker in candidate.f_code.co_filename:
+                    name = candidate.f_code.co_filename.split(marker, 1)[1]
+                    return f"{marker}{name}:{candidate.f_code.co_name}"
+        return f"other:{chain[0].f_code.co_name}" if chain else "?"
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def top(self, count: int = 25) -> list[tuple[str, int]]:
+        return self.counts.most_common(count)
+
+
 @dataclass
 class Phase:
     name: str
@@ -164,10 +206,15 @@ class Bench:
 
         world = self.fresh_visma(create_latency, read_latency)
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
-        with PeakRss() as memory:
+        with PeakRss() as memory, Sampler() as sampler:
             started = time.perf_counter()
             rows = post_payroll_journals(period=e2e_world.PERIOD)
             wall = time.perf_counter() - started
+        if self.args.profile:
+            total = sum(sampler.counts.values()) or 1
+            print(f"\nwhere the pipeline's threads spent their time ({label}), share of thread samples:")
+            for where, count in sampler.top():
+                print(f"  {count / total:6.1%}  {where}")
         statuses = Counter(row.status for row in rows)
         booked = sum(len(world.transactions(tenant)) for tenant in world.tenants)
         expected = 3 * self.args.admins
@@ -257,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-latency", type=float, default=0.060)
     parser.add_argument("--budget", type=int, default=60, help="API calls per tenant per window")
     parser.add_argument("--window", type=float, default=60.0, help="rate window, seconds")
+    parser.add_argument("--profile", action="store_true", help="print where the pipeline's threads spend time")
     args = parser.parse_args(argv)
     home = _prepare_environment(args.workers)
 
