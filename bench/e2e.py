@@ -201,7 +201,10 @@ class Bench:
     def pipeline(self, create_latency: float, read_latency: float, label: str) -> Phase:
         import e2e_world
 
+        from nmbrs_visma.flows import post_payroll_journals as flow_module
         from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+
+        stages = {name: timed(flow_module, name) for name in ("connect_accounts", "post_period", "post_all")}
         from nmbrs_visma.results import Status
 
         world = self.fresh_visma(create_latency, read_latency)
@@ -210,6 +213,9 @@ class Bench:
             started = time.perf_counter()
             rows = post_payroll_journals(period=e2e_world.PERIOD)
             wall = time.perf_counter() - started
+        for name, (module, original, spent) in stages.items():
+            setattr(module, name, original)
+            print(f"  stage {name:<18} {spent[0]:8.2f}s ({label})")
         if self.args.profile:
             total = sum(sampler.counts.values()) or 1
             print(f"\nwhere the pipeline's threads spent their time ({label}), share of thread samples:")
@@ -239,6 +245,22 @@ class Bench:
         for server in (self.visma, self.nmbrs):
             if server is not None:
                 server.stop()
+
+
+def timed(module: Any, name: str) -> tuple[Any, Any, list[float]]:
+    """Wrap a stage function of the flow module to add up its wall time (the stages run one after another)."""
+    original = getattr(module, name)
+    spent = [0.0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    setattr(module, name, wrapper)
+    return module, original, spent
 
 
 async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int) -> None:

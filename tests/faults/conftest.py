@@ -7,27 +7,12 @@ worlds' settings (one-second rate windows and `Retry-After`, short token lifetim
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A Prefect API for the session; an API already set up for the session (another folder's harness) is
-    reused rather than a second server started."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    if PREFECT_API_URL.value() and not os.environ.get("PREFECT_API_URL"):  # set by a running harness
-        yield
-        return
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
 
 
 @pytest.fixture
@@ -39,7 +24,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def sandboxes(prefect_api: None, workspace: Path) -> Iterator[object]:
+def sandboxes(prefect_api: str, workspace: Path) -> Iterator[object]:
     from nmbrs_visma.demo import configure_demo
     from nmbrs_visma.sandbox.serve import running_sandboxes
 

@@ -70,8 +70,9 @@ def test_a_refresh_token_rotated_by_a_concurrent_run_is_reloaded_not_reused(sand
     holding it, rotates the refresh token and saves the new pair; the old refresh token's grace period passes.
     A must re-load the block under the lock and use B's tokens: re-using its stale refresh token would now
     be refused by Visma Connect."""
+    from nmbrs_visma.blocks.locks import token_lock
     from nmbrs_visma.blocks.visma_net import VismaNetAccount
-    from nmbrs_visma.tasks.tokens import fetch_token, token_lock
+    from nmbrs_visma.tasks.tokens import renew_token
 
     world = sandboxes.visma_world
     world.refresh_grace_period = 0.3
@@ -95,7 +96,7 @@ def test_a_refresh_token_rotated_by_a_concurrent_run_is_reloaded_not_reused(sand
         run_a.start()
         assert loaded_by_run.wait(60), "run A never loaded the account"
         b_block = load(ACCOUNT, _sync=True)
-        fetch_token(b_block, ACCOUNT)  # rotates the refresh token and saves the new pair
+        renew_token(b_block, ACCOUNT)  # rotates the refresh token and saves the new pair
         threading.Event().wait(world.refresh_grace_period + 0.3)
     run_a.join(120)
 
