@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,17 @@ def reference_dir() -> Path:
             pytest.fail(message + " (CI is set, so this is an error)")
         pytest.skip(message)
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One throwaway Prefect API (temporary SQLite) for the whole test session; yields its URL.
+
+    One per session, not one per folder: the server takes ~20 s to start, and Prefect's in-process services
+    (e.g. the concurrency-slot service behind the token locks) stay bound to the first API they talk to.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(PREFECT_API_URL.value())

@@ -7,16 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """A Prefect server on a temporary SQLite database; yields its API URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield str(PREFECT_API_URL.value())
-
-
 @pytest.fixture
 def clean_blocks(prefect_api: str) -> Iterator[None]:
     """No account or mapping block and no token lock exists when the test starts."""

@@ -5,6 +5,8 @@ Visma.net emulator, and the run's artifacts are readable."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +38,6 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from nmbrs_visma.demo import configure_demo
     from nmbrs_visma.sandbox.serve import running_sandboxes
 
     port = free_port()
@@ -69,49 +70,63 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
             )
             assert "post-payroll-journals/manual" in deployed
 
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                configure_demo(sandboxes.visma_url, sandboxes.nmbrs_url)  # config apply + Nmbrs connect
-                with get_client(sync_client=True) as client:
-                    deployments = {d.name: d for d in client.read_deployments()}
-                    assert set(deployments) == {"monthly", "manual", "backfill"}
-                    monthly = deployments["monthly"]
-                    (schedule,) = monthly.schedules
-                    assert schedule.schedule.cron == "0 6 5 * *"
-                    assert schedule.schedule.timezone == "Europe/Amsterdam"
-                    for deployment in deployments.values():
-                        assert deployment.pull_steps == []
-                        assert deployment.work_pool_name == POOL
-                        assert deployment.global_concurrency_limit is not None
-                        assert deployment.global_concurrency_limit.limit == 1
-                        assert deployment.concurrency_options is not None
-                        assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
-                    assert not deployments["manual"].schedules and not deployments["backfill"].schedules
-                    form = deployments["manual"].parameter_openapi_schema["properties"]
-                    assert {"period", "companies", "journal_file", "dry_run"} <= set(form)
+            # config apply + Nmbrs connect, in a process of its own: Prefect's in-process services (the
+            # concurrency-slot service behind the token lock) would otherwise stay bound to this server
+            configure = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
+            done = subprocess.run(
+                [sys.executable, "-c", configure, sandboxes.visma_url, sandboxes.nmbrs_url],
+                env=client_env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            with (
+                temporary_settings(updates={PREFECT_API_URL: api_url}),
+                get_client(sync_client=True) as client,
+            ):
+                deployments = {d.name: d for d in client.read_deployments()}
+                assert set(deployments) == {"monthly", "manual", "backfill"}
+                monthly = deployments["monthly"]
+                (schedule,) = monthly.schedules
+                assert schedule.schedule.cron == "0 6 5 * *"
+                assert schedule.schedule.timezone == "Europe/Amsterdam"
+                for deployment in deployments.values():
+                    assert deployment.pull_steps == []
+                    assert deployment.work_pool_name == POOL
+                    assert deployment.global_concurrency_limit is not None
+                    assert deployment.global_concurrency_limit.limit == 1
+                    assert deployment.concurrency_options is not None
+                    assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+                assert not deployments["manual"].schedules and not deployments["backfill"].schedules
+                form = deployments["manual"].parameter_openapi_schema["properties"]
+                assert {"period", "companies", "journal_file", "dry_run"} <= set(form)
 
-                    # as the UI's "Run" with custom parameters does
-                    run = client.create_flow_run_from_deployment(
-                        deployments["manual"].id,
-                        parameters={"period": "2026-03", "companies": [1001, 1004], "dry_run": False},
-                    )
-                    with background(
-                        ["worker", "start", "--pool", POOL, "--type", "process", "--limit", "2"],
-                        worker_env,
-                        worker_dir,
-                        worker_log,
-                    ) as worker:
-                        finished = _wait_for_run(client, run.id, timeout=150)
-                        stop(worker)
-                    assert finished.state.type.value == "COMPLETED", worker_log.read_text(errors="replace")
-                    assert finished.parameters["companies"] == [1001, 1004]
+                # as the UI's "Run" with custom parameters does
+                run = client.create_flow_run_from_deployment(
+                    deployments["manual"].id,
+                    parameters={"period": "2026-03", "companies": [1001, 1004], "dry_run": False},
+                )
+                with background(
+                    ["worker", "start", "--pool", POOL, "--type", "process", "--limit", "2"],
+                    worker_env,
+                    worker_dir,
+                    worker_log,
+                ) as worker:
+                    finished = _wait_for_run(client, run.id, timeout=150)
+                    stop(worker)
+                assert finished.state.type.value == "COMPLETED", worker_log.read_text(errors="replace")
+                assert finished.parameters["companies"] == [1001, 1004]
 
-                    artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-                    assert artifacts, "the run left no artifact"
-                    tables = [artifact for artifact in artifacts if artifact.type == "table"]
-                    assert tables, [artifact.type for artifact in artifacts]
-                    text = " ".join(str(artifact.data) for artifact in tables)
-                    assert "1001" in text and "1004" in text
-                    assert "sent" in text and "refused" in text
+                artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+                assert artifacts, "the run left no artifact"
+                tables = [artifact for artifact in artifacts if artifact.type == "table"]
+                assert tables, [artifact.type for artifact in artifacts]
+                text = " ".join(str(artifact.data) for artifact in tables)
+                assert "1001" in text and "1004" in text
+                assert "sent" in text and "refused" in text
 
             posted = sandboxes.visma_world.transactions("1000001")
             assert len(posted) == 1  # company 1001's March journal; the test company 1004 sent nothing

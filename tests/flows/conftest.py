@@ -18,14 +18,6 @@ from nmbrs_visma.sandbox.demo_data import COMPANIES, TENANTS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NMBRS_VISMA_RECORD_DIR", str(tmp_path / "postings"))
@@ -56,7 +48,7 @@ class Emulators:
 
 
 @pytest.fixture(scope="session")
-def emulators(prefect_api: None) -> Iterator[Emulators]:
+def emulators(prefect_api: str) -> Iterator[Emulators]:
     """Both emulators (demo world) on free loopback ports, the demo configuration applied once against them."""
     from nmbrs_visma.demo import configure_demo
     from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
