@@ -1,4 +1,5 @@
-"""Fault tests: one Prefect test harness per session, both emulators over real HTTP, the demo config applied.
+"""Fault tests: the session's Prefect API (`prefect_api` in tests/conftest.py), both emulators over real HTTP,
+the demo config applied.
 
 Each test gets fresh emulators (fresh ledgers, fresh fault switches), a fresh posting record and output
 folder, and the demo configuration re-applied against the new emulator URLs. Waits are kept short by the
