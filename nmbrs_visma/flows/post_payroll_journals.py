@@ -36,7 +36,7 @@ from nmbrs_visma.tasks.plan import plan_company, refused_row
 from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.reference import read_reference
 from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, publish_results, write_payload
-from nmbrs_visma.tasks.tokens import AccountNotAuthorised, refresh_token
+from nmbrs_visma.tasks.tokens import AccountNotAuthorised, System, TokenStatus, load_account, refresh_token
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
@@ -132,9 +132,20 @@ def connect_accounts(selection: Selection, *, use_nmbrs: bool) -> Connections:
     connections = Connections()
     visma_accounts = sorted({mapping.visma_account for mapping in selection.mappings.values()})
     nmbrs_accounts = sorted(set(selection.nmbrs_accounts.values())) if use_nmbrs else []
-    refreshes = {("visma", name): refresh_token.submit("visma", name) for name in visma_accounts}
-    refreshes |= {("nmbrs", name): refresh_token.submit("nmbrs", name) for name in nmbrs_accounts}
     tenants: dict[str, str] = {}
+    refreshes: dict[tuple[System, str], PrefectFuture[TokenStatus]] = {}
+    for name in visma_accounts:
+        try:
+            block = load_account(VismaNetAccount, name)
+        except Exception as exc:
+            connections.unavailable[("visma", name)] = _failure("visma", name, exc)
+            continue
+        if block.uses_refresh_token:
+            refreshes[("visma", name)] = refresh_token.submit("visma", name)
+        else:  # a service (client credentials) account: its client fetches a token on first use, no lock needed
+            tenants[name] = block.tenant_id
+            connections.visma[name] = block.get_client()
+    refreshes |= {("nmbrs", name): refresh_token.submit("nmbrs", name) for name in nmbrs_accounts}
     for (system, name), future in refreshes.items():
         try:
             future.result()

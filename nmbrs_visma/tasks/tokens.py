@@ -142,6 +142,9 @@ def ensure_fresh_token(
     if not needs_refresh(current, margin):
         return current, False
     check_grant(current, account)
+    if not current.uses_refresh_token:  # client credentials: nothing rotates, so nothing to serialise
+        renew_token(current, account)
+        return current, True
     with token_lock(account_type, account, timeout_seconds=lock_timeout):
         current = load_account(account_type, account)  # another run may have renewed while we waited
         if not needs_refresh(current, margin):
