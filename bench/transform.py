@@ -14,8 +14,6 @@ The last line is `ratio=<pipeline/bare> peak_mb=<MB>` (target: ratio <= 3, peak 
 from __future__ import annotations
 
 import argparse
-import calendar
-import datetime as dt
 import resource
 import sys
 import time
@@ -28,12 +26,8 @@ from nmbrs_visma.journals.build import RunContext, build_many
 from nmbrs_visma.journals.frame import GROUP_KEYS, RUN_COLUMN, make_lines
 from nmbrs_visma.journals.models import (
     AdministrationMapping,
-    AdministrationReference,
     DimensionSetting,
-    FinancialPeriod,
-    LedgerAccount,
     PayrollRun,
-    Segment,
 )
 from nmbrs_visma.sandbox import demo_data
 
@@ -89,18 +83,7 @@ def synthetic_lines(n_lines: int, n_companies: int, seed: int = 7) -> tuple[pd.D
 
 def contexts_for(run_ids: list[str]) -> dict[str, RunContext]:
     """One run, mapping and administration (own tenant) per company, on the demo world's accounts/segments."""
-    periods = {}
-    for month in range(1, 13):
-        period_id = f"{YEAR}{month:02d}"
-        last = calendar.monthrange(YEAR, month)[1]
-        periods[period_id] = FinancialPeriod(
-            period_id=period_id, start_date=dt.date(YEAR, month, 1), end_date=dt.date(YEAR, month, last)
-        )
-    base = AdministrationReference(
-        periods=periods,
-        accounts={n: LedgerAccount(number=n, description=t, active=a) for n, t, a in demo_data.ACCOUNTS},
-        segments=tuple(Segment(segment_id=i, description=t, length=n, values=v) for i, t, n, v in demo_data.SEGMENTS),
-    )
+    base = demo_data.demo_reference()
     contexts = {}
     for number, run_id in enumerate(run_ids, start=10_000):
         run = PayrollRun(

@@ -7,7 +7,11 @@ Everything is fixed (no clock, no randomness) so the demo and the tests are repr
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 from dataclasses import dataclass, field
+
+from nmbrs_visma.journals.models import AdministrationReference, FinancialPeriod, LedgerAccount, Segment
 
 DEMO_YEAR = 2026
 DEMO_PERIOD = 3  # the demo books the March 2026 runs (one of them corrects January and February)
@@ -112,3 +116,24 @@ COMPANIES: tuple[DemoCompany, ...] = (
     DemoCompany("3a0e0000-0000-4000-8000-000000001005", 1005, "Bakkerij West BV", "101", "1000001", locked=False),
     DemoCompany("3a0e0000-0000-4000-8000-000000002001", 2001, "Slapende Holding BV", "102", "1000003"),
 )
+
+
+def demo_reference(tenant_id: str = "1000002") -> AdministrationReference:
+    """What the Visma.net emulator holds for a demo tenant (accounts, segments, periods of the demo years)."""
+    periods = {}
+    for year in YEARS:
+        for month in range(1, 13):
+            period_id = f"{year}{month:02d}"
+            periods[period_id] = FinancialPeriod(
+                period_id=period_id,
+                start_date=dt.date(year, month, 1),
+                end_date=dt.date(year, month, calendar.monthrange(year, month)[1]),
+                active=period_id not in INACTIVE_PERIODS,
+                closed_in_gl=period_id in CLOSED_PERIODS,
+            )
+    return AdministrationReference(
+        tenant_id=tenant_id,
+        periods=periods,
+        accounts={n: LedgerAccount(number=n, description=t, active=a) for n, t, a in ACCOUNTS},
+        segments=tuple(Segment(segment_id=i, description=t, length=n, values=v) for i, t, n, v in SEGMENTS),
+    )

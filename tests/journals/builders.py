@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 from collections.abc import Iterable, Mapping
 
 from nmbrs_visma.journals.models import (
     AdministrationMapping,
-    AdministrationReference,
     DimensionSetting,
-    FinancialPeriod,
-    LedgerAccount,
     PayrollRun,
-    Segment,
 )
-from nmbrs_visma.sandbox import demo_data
+from nmbrs_visma.sandbox.demo_data import demo_reference
 
-
-def demo_reference(tenant_id: str = "1000002") -> AdministrationReference:
-    """What the Visma.net emulator holds for a demo tenant (accounts, segments, periods of the demo years)."""
-    periods = {}
-    for year in demo_data.YEARS:
-        for month in range(1, 13):
-            period_id = f"{year}{month:02d}"
-            periods[period_id] = FinancialPeriod(
-                period_id=period_id,
-                start_date=dt.date(year, month, 1),
-                end_date=dt.date(year, month, calendar.monthrange(year, month)[1]),
-                active=period_id not in demo_data.INACTIVE_PERIODS,
-                closed_in_gl=period_id in demo_data.CLOSED_PERIODS,
-            )
-    return AdministrationReference(
-        tenant_id=tenant_id,
-        periods=periods,
-        accounts={n: LedgerAccount(number=n, description=t, active=a) for n, t, a in demo_data.ACCOUNTS},
-        segments=tuple(Segment(segment_id=i, description=t, length=n, values=v) for i, t, n, v in demo_data.SEGMENTS),
-    )
+__all__ = ["MARCH_WITH_CORRECTION", "by_code", "demo_reference", "journal_xml", "line_xml", "make_mapping", "make_run"]
 
 
 def make_run(company: int = 1002, *, run_id: str = "run-1", number: int = 1, period: int = 3, **changes) -> PayrollRun:
