@@ -86,9 +86,9 @@ class OAuthAccount(CredentialsBlock):
         access = token.get("access_token")
         self.access_token = SecretStr(str(access)) if access else None
         if token.get("expires_at") is not None:
-            self.access_token_expires_at = dt.datetime.fromtimestamp(float(token["expires_at"]), dt.UTC)
+            self.access_token_expires_at = dt.datetime.fromtimestamp(float(token["expires_at"]), dt.UTC)  # float ok
         elif token.get("expires_in") is not None:
-            self.access_token_expires_at = now + dt.timedelta(seconds=float(token["expires_in"]))
+            self.access_token_expires_at = now + dt.timedelta(seconds=float(token["expires_in"]))  # float ok
         else:
             self.access_token_expires_at = None
         refresh = token.get("refresh_token")

@@ -197,7 +197,7 @@ def _number(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value.strip())
+        return float(value.strip())  # float ok
     except ValueError:
         return None
 

@@ -250,7 +250,7 @@ class NmbrsAuth(httpx2.Auth):
         token = self._token
         if not token or not token.get("refresh_token") or token.get("refresh_expires_at") is None:
             return None
-        return dt.datetime.fromtimestamp(float(token["refresh_expires_at"]), tz=dt.UTC)
+        return dt.datetime.fromtimestamp(float(token["refresh_expires_at"]), tz=dt.UTC)  # float ok
 
     @property
     def refresh_token_days_left(self) -> float | None:
@@ -266,7 +266,7 @@ class NmbrsAuth(httpx2.Auth):
             if not token or not token.get("access_token"):
                 raise _auth_error("the Nmbrs account is not authorised yet: run the connect step")
             expires_at = token.get("expires_at")
-            if expires_at is not None and float(expires_at) - self._leeway <= self._clock():
+            if expires_at is not None and float(expires_at) - self._leeway <= self._clock():  # float ok
                 self.refresh()
                 token = self._token
             assert token is not None
