@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import httpx2
 
@@ -376,3 +376,24 @@ def _scrub(message: str, request: httpx2.Request) -> str:
         if len(secret) >= 8:
             message = message.replace(secret, "***")
     return message
+
+
+class ApiClient:
+    """What every API client here shares: an httpx2 client, its `Sender`, closing, and the last rate limits."""
+
+    _http: httpx2.Client
+    _sender: Sender
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The last `X-RateLimit-*` headers seen."""
+        return self._sender.rate_limit

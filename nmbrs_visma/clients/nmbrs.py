@@ -38,11 +38,11 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from nmbrs_visma.clients.http import (
     NMBRS_ERRORS,
+    ApiClient,
     ApiError,
     AuthError,
     Conflict,
     NotFound,
-    RateLimit,
     RateLimited,
     RetryPolicy,
     Sender,
@@ -371,7 +371,7 @@ def journal_kind(*, cost_center: bool, cost_unit: bool) -> JournalKind:
     return "journalscostcenter" if cost_center else "journals"
 
 
-class NmbrsClient:
+class NmbrsClient(ApiClient):
     """The Nmbrs calls of the pipeline, synchronous; safe to share across the Prefect layer's thread pool."""
 
     def __init__(
@@ -405,20 +405,6 @@ class NmbrsClient:
 
     def __repr__(self) -> str:
         return f"NmbrsClient(base_url={str(self._http.base_url)!r})"
-
-    def __enter__(self) -> NmbrsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def rate_limit(self) -> RateLimit | None:
-        """The last `X-RateLimit-*` headers seen."""
-        return self._sender.rate_limit
 
     # -- plumbing --
 

@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any
 
 import httpx2
 from pydantic import BaseModel, ConfigDict
 
-from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiError, RateLimit, RetryPolicy, Sender
+from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiClient, ApiError, RetryPolicy, Sender
 from nmbrs_visma.clients.visma_connect import (
     DEFAULT_AUTHORIZE_URL,
     DEFAULT_TOKEN_URL,
@@ -83,7 +83,7 @@ def _period_id(row: Mapping[str, Any]) -> str:
     return f"{year}{_date(row.get('startDate')).month:02d}"
 
 
-class VismaNetClient:
+class VismaNetClient(ApiClient):
     """One Visma.net tenant, through one Visma Connect account. Use as a context manager or call `close()`."""
 
     def __init__(
@@ -116,20 +116,6 @@ class VismaNetClient:
 
     def __repr__(self) -> str:
         return f"VismaNetClient(base_url={str(self._http.base_url)!r}, tenant_id={self.auth.tenant_id!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def rate_limit(self) -> RateLimit | None:
-        """The last `X-RateLimit-*` headers seen."""
-        return self._sender.rate_limit
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self._sender.request("GET", path, params=dict(params or {}))
