@@ -191,7 +191,7 @@ class Bench:
         self.nmbrs_world = e2e_world.nmbrs_world(admins)
         self.nmbrs = start_server(create_nmbrs_app(self.nmbrs_world))
         started = time.perf_counter()
-        apply_config(e2e_world.config(admins, self.visma.url, self.nmbrs.url), e2e_world.SECRET_ENV)
+        apply_config(*e2e_world.config(admins, self.visma.url, self.nmbrs.url))
         connect_demo_nmbrs()
         self.prebuilt = e2e_world.payloads(self.nmbrs_world, world, admins)
         print(f"setup: {admins} administrations configured in {time.perf_counter() - started:.1f}s", flush=True)

@@ -19,13 +19,6 @@ from nmbrs_visma.journals.models import (
 )
 from nmbrs_visma.sandbox.demo_data import DemoCompany, DemoDebtor
 from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
-from nmbrs_visma.sandbox.nmbrs.world import (
-    DEMO_CLIENT_ID,
-    DEMO_CLIENT_SECRET,
-    DEMO_REDIRECT_URI,
-    DEMO_SUBSCRIPTION_KEY,
-)
-from nmbrs_visma.sandbox.nmbrs.world import SCOPES as NMBRS_SCOPES
 from nmbrs_visma.sandbox.visma_net import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, OAuthClient, VismaWorld
 
 YEAR, MONTH = 2026, 3
@@ -35,11 +28,6 @@ EXPENSES = [f"{4000 + i}" for i in range(67)]
 LIABILITIES = [f"{1600 + i}" for i in range(67)]
 DEBTOR = DemoDebtor("9f1c5a10-0000-4000-8000-00000000b001", "901", "Bench bureau")
 NAMESPACE = uuid.UUID("0b7c2f4e-5a61-4d0e-8f3b-6c1d2e3f4a5b")
-SECRET_ENV = {
-    "BENCH_VISMA_SECRET": SERVICE_CLIENT_SECRET,
-    "BENCH_NMBRS_SECRET": DEMO_CLIENT_SECRET,
-    "BENCH_NMBRS_KEY": DEMO_SUBSCRIPTION_KEY,
-}
 
 
 def tenant_id(index: int) -> str:
@@ -120,41 +108,18 @@ def nmbrs_world(admins: int) -> NmbrsWorld:
     return world
 
 
-def config(admins: int, visma_url: str, nmbrs_url: str) -> dict[str, Any]:
-    """The `config apply` data of the bench (secrets by environment variable, see SECRET_ENV)."""
-    return {
-        "visma_net": {
-            "accounts": {
-                account_name(index): {
-                    "base_url": visma_url,
-                    "token_url": f"{visma_url}/connect/token",
-                    "grant_type": "client_credentials",
-                    "client_id": SERVICE_CLIENT_ID,
-                    "client_secret_env": "BENCH_VISMA_SECRET",
-                    "tenant_id": tenant_id(index),
-                }
-                for index in range(admins)
-            }
-        },
-        "nmbrs": {
-            "accounts": {
-                "default": {
-                    "base_url": nmbrs_url,
-                    "token_url": f"{nmbrs_url}/connect/token",
-                    "authorize_url": f"{nmbrs_url}/connect/authorize",
-                    "client_id": DEMO_CLIENT_ID,
-                    "client_secret_env": "BENCH_NMBRS_SECRET",
-                    "subscription_key_env": "BENCH_NMBRS_KEY",
-                    "redirect_uri": DEMO_REDIRECT_URI,
-                    "scopes": sorted(NMBRS_SCOPES),
-                }
-            }
-        },
-        "companies": [
-            {"nmbrs_company": company_number(index), "visma_account": account_name(index), "branch": "1", "ledger": "L"}
-            for index in range(admins)
-        ],
-    }
+def config(admins: int, visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The `config apply` data of the bench and the environment holding its (public demo) secrets."""
+    from nmbrs_visma.demo import emulator_accounts
+
+    accounts, env = emulator_accounts(
+        visma_url, nmbrs_url, {account_name(index): tenant_id(index) for index in range(admins)}
+    )
+    companies = [
+        {"nmbrs_company": company_number(index), "visma_account": account_name(index), "branch": "1", "ledger": "L"}
+        for index in range(admins)
+    ]
+    return {**accounts, "companies": companies}, env
 
 
 def reference(world: VismaWorld, index: int) -> AdministrationReference:

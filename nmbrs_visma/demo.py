@@ -36,17 +36,6 @@ def visma_account_name(tenant_id: str) -> str:
 
 def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The demo configuration (as `config apply` reads it) and the environment holding its secrets."""
-    from nmbrs_visma.sandbox.nmbrs.world import (
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        DEMO_REDIRECT_URI,
-        DEMO_SUBSCRIPTION_KEY,
-    )
-    from nmbrs_visma.sandbox.nmbrs.world import (
-        SCOPES as NMBRS_SCOPES,
-    )
-    from nmbrs_visma.sandbox.visma_net.world import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET
-
     blocked = {debtor.number for debtor in DEBTORS if debtor.blocked}
     companies = []
     for company in COMPANIES:
@@ -65,19 +54,40 @@ def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[st
                 "cost_unit": {"enabled": bool(company.cost_units), "description": "Project"},
             }
         companies.append(spec)
-    data = {
+    accounts, env = emulator_accounts(
+        visma_url, nmbrs_url, {visma_account_name(tenant.tenant_id): tenant.tenant_id for tenant in TENANTS}
+    )
+    return {**accounts, "companies": companies}, env
+
+
+def emulator_accounts(
+    visma_url: str, nmbrs_url: str, visma_tenants: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The `visma_net` and `nmbrs` sections of a configuration of the emulators (one service account per
+    Visma.net tenant, account name -> tenant id; the Nmbrs demo client), and the environment holding their
+    public demo secrets."""
+    from nmbrs_visma.sandbox.nmbrs.world import (
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+        DEMO_REDIRECT_URI,
+        DEMO_SUBSCRIPTION_KEY,
+    )
+    from nmbrs_visma.sandbox.nmbrs.world import SCOPES as NMBRS_SCOPES
+    from nmbrs_visma.sandbox.visma_net.world import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET
+
+    accounts = {
         "visma_net": {
             "accounts": {
-                visma_account_name(tenant.tenant_id): {
+                name: {
                     "base_url": visma_url,
                     "token_url": f"{visma_url}/connect/token",
                     "authorize_url": f"{visma_url}/connect/authorize",
                     "grant_type": "client_credentials",
                     "client_id": SERVICE_CLIENT_ID,
                     "client_secret_env": _ENV_VISMA_SECRET,
-                    "tenant_id": tenant.tenant_id,
+                    "tenant_id": tenant_id,
                 }
-                for tenant in TENANTS
+                for name, tenant_id in visma_tenants.items()
             }
         },
         "nmbrs": {
@@ -94,14 +104,13 @@ def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[st
                 }
             }
         },
-        "companies": companies,
     }
     env = {
         _ENV_VISMA_SECRET: SERVICE_CLIENT_SECRET,
         _ENV_NMBRS_SECRET: DEMO_CLIENT_SECRET,
         _ENV_NMBRS_KEY: DEMO_SUBSCRIPTION_KEY,
     }
-    return data, env
+    return accounts, env
 
 
 def connect_demo_nmbrs(account: str = "default") -> None:
