@@ -24,7 +24,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
-from nmbrs_visma.journals.keys import key_marker
+from nmbrs_visma.journals.keys import extract_key
 from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
 
@@ -157,10 +157,10 @@ class AdministrationPoster:
                 rows.append(self._create(posting, holder))
         return rows
 
-    def _listing(self, period_id: str) -> _ByMarker:
-        """The period's GL transactions (one listing, all pages), as the transaction of each marker it shows."""
+    def _listing(self, period_id: str) -> dict[str, JournalTransactionSummary]:
+        """The period's GL transactions (one listing, all pages), by the posting key their description carries."""
         summaries = self.client.list_journal_transactions(period_id, module="GL")
-        return _ByMarker(summaries)
+        return {key: summary for summary in summaries if (key := extract_key(summary.description)) is not None}
 
     def _adopt(self, posting: Posting, found: JournalTransactionSummary, holder: str) -> StatusRow:
         """Visma.net already holds this key's transaction (an earlier run's answer was lost): record it."""
@@ -221,17 +221,6 @@ class AdministrationPoster:
 
     def _write(self, entry: PostingEntry, holder: str) -> None:
         self.record.put(entry.model_copy(update={"flow_run_id": self.flow_run_id}), holder)
-
-
-class _ByMarker:
-    """Finds a key's transaction in a listing by the key's marker inside the description."""
-
-    def __init__(self, summaries: Sequence[JournalTransactionSummary]) -> None:
-        self._described = [(summary.description or "", summary) for summary in summaries]
-
-    def get(self, key: str) -> JournalTransactionSummary | None:
-        marker = key_marker(key)
-        return next((summary for description, summary in self._described if marker in description), None)
 
 
 def _already_sent(posting: Posting, entry: PostingEntry) -> StatusRow:
