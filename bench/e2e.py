@@ -3,10 +3,13 @@
 N administrations (default 500), each a Visma.net tenant mapped to an Nmbrs company whose March run holds 400
 journal lines over three periods (see `e2e_world.py`). The pipeline run is the flow itself, in this process,
 on a Prefect test harness, against both emulators over real HTTP with realistic latency (150 ms per create,
-60 ms per read) and a per-tenant rate budget. Beside it, on a fresh Visma.net emulator each time, a bare asyncio
-httpx2 script posts the same prebuilt payloads (the core's own parse and build) with the same concurrency
-(administrations in flight = the flow's worker count; each administration's periods in order). Both are
-repeated at zero latency, where the difference is the pipeline's own cost.
+60 ms per read) and a per-tenant rate budget. The emulators run in a process of their own (`e2e_emulators.py`),
+as the real services are remote: their work is not charged to either contender. Beside the pipeline, on a
+fresh Visma.net emulator each time, a bare asyncio httpx2 script posts the same prebuilt payloads (the core's
+own parse and build) with the same concurrency: `--workers` administrations posting at once, each
+administration's periods in order. (The pipeline also reads ahead, up to `--workers` reads at once in its
+other lane: reference data, Nmbrs journals; the bare script has nothing to read.) Both are repeated at zero
+latency, where the difference is the pipeline's own cost.
 
     python bench/e2e.py [--admins N] [--workers N] [--create-latency S] [--read-latency S] [--budget N]
 
@@ -133,68 +136,42 @@ class Phase:
     rss_peak: float = 0.0
 
 
-def count_requests(world: Any) -> Counter[str]:
-    """The emulator's request log by kind."""
-    kinds: Counter[str] = Counter()
-    for request in world.received:
-        if request.path == "/v2/journaltransaction":
-            kinds["create" if request.method == "POST" else "look-up"] += 1
-        elif request.path.startswith("/v1/"):
-            kinds["read " + request.path.split("/")[2]] += 1
-        else:
-            kinds[f"{request.method} {request.path}"] += 1
-    return kinds
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, home: Path) -> None:
         self.args = args
         self.home = home
-        self.port = 0
-        self.visma: Any = None
-        self.nmbrs: Any = None
-        self.nmbrs_world: Any = None
+        self.emulators: Any = None
         self.prebuilt: dict[str, list[bytes]] = {}
 
-    # -- emulators --
-
-    def fresh_visma(self, create_latency: float, read_latency: float) -> Any:
-        """A new Visma.net world served on the same port (the blocks keep pointing at it)."""
-        import e2e_world
-
-        from nmbrs_visma.sandbox.server import start_server
-        from nmbrs_visma.sandbox.visma_net import create_app
-
-        if self.visma is not None:
-            self.visma.stop()
-        world = e2e_world.visma_world(
-            self.args.admins,
-            create_latency=create_latency,
-            read_latency=read_latency,
-            budget=self.args.budget,
-            window=self.args.window,
+    def fresh_visma(self, create_latency: float, read_latency: float) -> str:
+        """A new Visma.net world on the emulators' port (the blocks keep pointing at it)."""
+        return str(
+            self.emulators.fresh_visma(
+                self.args.admins,
+                create_latency=create_latency,
+                read_latency=read_latency,
+                budget=self.args.budget,
+                window=self.args.window,
+            )
         )
-        self.visma = start_server(create_app(world), port=self.port)
-        self.port = self.visma.port
-        return world
 
     def setup(self) -> None:
         import e2e_world
+        from e2e_emulators import Emulators
 
         from nmbrs_visma.config import apply_config
         from nmbrs_visma.demo import connect_demo_nmbrs
-        from nmbrs_visma.sandbox.nmbrs import create_app as create_nmbrs_app
-        from nmbrs_visma.sandbox.server import start_server
 
         admins = self.args.admins
-        world = self.fresh_visma(0.0, 0.0)
-        self.nmbrs_world = e2e_world.nmbrs_world(admins)
-        self.nmbrs = start_server(create_nmbrs_app(self.nmbrs_world))
+        self.emulators = Emulators()
+        visma_url = self.fresh_visma(0.0, 0.0)
+        nmbrs_url = self.emulators.start_nmbrs(admins)
         started = time.perf_counter()
-        apply_config(*e2e_world.config(admins, self.visma.url, self.nmbrs.url))
+        apply_config(*e2e_world.config(admins, visma_url, nmbrs_url))
         connect_demo_nmbrs()
-        self.prebuilt = e2e_world.payloads(self.nmbrs_world, world, admins)
         print(f"setup: {admins} administrations configured in {time.perf_counter() - started:.1f}s", flush=True)
+        reference_world = e2e_world.visma_world(admins, create_latency=0, read_latency=0, budget=1, window=1)
+        self.prebuilt = e2e_world.payloads(e2e_world.nmbrs_world(admins), reference_world, admins)
 
     # -- the two contenders --
 
@@ -202,54 +179,63 @@ class Bench:
         import e2e_world
 
         from nmbrs_visma.flows import post_payroll_journals as flow_module
+        from nmbrs_visma.flows.period import PeriodRun
         from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
-
-        stages = {name: timed(flow_module, name) for name in ("connect_accounts", "post_period", "post_all")}
         from nmbrs_visma.results import Status
 
-        world = self.fresh_visma(create_latency, read_latency)
+        in_flight: Counter[str] = Counter()
+
+        def held(period_run: Any) -> None:  # the most tasks each lane had running at once
+            for lane, count in period_run.lanes.most_in_flight.items():
+                in_flight[lane] = max(in_flight[lane], count)
+
+        stages = [timed(flow_module, "connect_accounts"), timed(PeriodRun, "run", after=held)]
+
+        self.fresh_visma(create_latency, read_latency)
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
         with PeakRss() as memory, Sampler() as sampler:
             started = time.perf_counter()
             rows = post_payroll_journals(period=e2e_world.PERIOD)
             wall = time.perf_counter() - started
-        for name, (module, original, spent) in stages.items():
-            setattr(module, name, original)
+        for owner, name, original, spent in stages:
+            setattr(owner, name, original)
             print(f"  stage {name:<18} {spent[0]:8.2f}s ({label})")
+        print(f"  most tasks in flight: {dict(in_flight)} ({label}; the limit is --workers per lane)")
         if self.args.profile:
             total = sum(sampler.counts.values()) or 1
             print(f"\nwhere the pipeline's threads spent their time ({label}), share of thread samples:")
             for where, count in sampler.top():
                 print(f"  {count / total:6.1%}  {where}")
         statuses = Counter(row.status for row in rows)
-        booked = sum(len(world.transactions(tenant)) for tenant in world.tenants)
+        stats = self.emulators.stats()
         expected = 3 * self.args.admins
-        if statuses != Counter({Status.SENT: expected}) or booked != expected:
+        if statuses != Counter({Status.SENT: expected}) or stats.booked != expected:
             problems = [f"{r.company} {r.period} {r.status}: {r.reason}" for r in rows if r.status != Status.SENT]
             raise SystemExit(
-                f"pipeline did not post everything once: {dict(statuses)}, ledger {booked}\n" + "\n".join(problems[:10])
+                f"pipeline did not post everything once: {dict(statuses)}, ledger {stats.booked}\n"
+                + "\n".join(problems[:10])
             )
-        return Phase("pipeline", wall, count_requests(world), len(world.token_requests), memory.start, memory.peak)
+        return Phase("pipeline", wall, stats.requests, stats.tokens, memory.start, memory.peak)
 
     def bare(self, create_latency: float, read_latency: float) -> Phase:
-        world = self.fresh_visma(create_latency, read_latency)
+        url = self.fresh_visma(create_latency, read_latency)
         started = time.perf_counter()
-        asyncio.run(bare_post(self.visma.url, self.prebuilt, self.args.workers))
+        asyncio.run(bare_post(url, self.prebuilt, self.args.workers))
         wall = time.perf_counter() - started
-        booked = sum(len(world.transactions(tenant)) for tenant in world.tenants)
-        if booked != 3 * self.args.admins:
-            raise SystemExit(f"bare run booked {booked}, expected {3 * self.args.admins}")
-        return Phase("bare", wall, count_requests(world), len(world.token_requests))
+        stats = self.emulators.stats()
+        if stats.booked != 3 * self.args.admins:
+            raise SystemExit(f"bare run booked {stats.booked}, expected {3 * self.args.admins}")
+        return Phase("bare", wall, stats.requests, stats.tokens)
 
     def stop(self) -> None:
-        for server in (self.visma, self.nmbrs):
-            if server is not None:
-                server.stop()
+        if self.emulators is not None:
+            self.emulators.stop()
 
 
-def timed(module: Any, name: str) -> tuple[Any, Any, list[float]]:
-    """Wrap a stage function of the flow module to add up its wall time (the stages run one after another)."""
-    original = getattr(module, name)
+def timed(owner: Any, name: str, after: Any = None) -> tuple[Any, str, Any, list[float]]:
+    """Wrap a stage function (of the flow module, or a method) to add up its wall time; `after(*args)` runs
+    after each call."""
+    original = getattr(owner, name)
     spent = [0.0]
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -258,9 +244,11 @@ def timed(module: Any, name: str) -> tuple[Any, Any, list[float]]:
             return original(*args, **kwargs)
         finally:
             spent[0] += time.perf_counter() - started
+            if after is not None:
+                after(*args)
 
-    setattr(module, name, wrapper)
-    return module, original, spent
+    setattr(owner, name, wrapper)
+    return owner, name, original, spent
 
 
 async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int) -> None:

@@ -161,7 +161,7 @@ class AppliedConfig:
     nmbrs_accounts: list[str]
     mappings: list[str]
     unchanged_mappings: list[str]
-    token_locks: list[str]
+    token_locks: list[str]  # of the accounts on a rotating refresh token
     not_in_file: list[str]
 
 
@@ -301,9 +301,15 @@ def _keep_tokens(new: OAuthAccount, old: OAuthAccount) -> None:
         new.tenant_id = old.tenant_id  # filled in by `connect` for an interactive login
 
 
-def _save_account(name: str, block: OAuthAccount) -> str:
-    """Save an account block under its token lock, keeping tokens a refresh may be rotating right now."""
+def _save_account(name: str, block: OAuthAccount) -> str | None:
+    """Save an account block under its token lock, keeping tokens a refresh may be rotating right now.
+
+    A service account has no stored tokens to keep (nothing rotates): it is saved as it is, without a lock.
+    """
     account_type = type(block)
+    if not block.uses_refresh_token:
+        block.save(name, overwrite=True, _sync=True)
+        return None
     with token_lock(account_type, name):
         try:
             old = account_type.load(name, _sync=True)
@@ -323,10 +329,9 @@ def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
     """Validate `data` (a parsed configuration file), then write its blocks and create the token locks."""
     planned = plan_config(data, env)
     locks: list[str] = []
-    for name, block in sorted(planned.visma_accounts.items()):
-        locks.append(_save_account(name, block))
-    for name, block in sorted(planned.nmbrs_accounts.items()):
-        locks.append(_save_account(name, block))
+    for name, block in [*sorted(planned.visma_accounts.items()), *sorted(planned.nmbrs_accounts.items())]:
+        if (lock := _save_account(name, block)) is not None:
+            locks.append(lock)
     existing = dict(read_mapping_blocks())
     written: list[str] = []
     unchanged: list[str] = []

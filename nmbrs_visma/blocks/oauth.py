@@ -97,10 +97,15 @@ class OAuthAccount(CredentialsBlock):
             self.refresh_token_issued_at = now
 
     def store_token(self, token: Mapping[str, Any]) -> None:
-        """The auth classes' `on_token` callback: take the new pair and save the block at once."""
+        """The auth classes' `on_token` callback: take the new pair and save the block at once.
+
+        Only a refresh-token account is saved: its pair rotates and must never be lost. A service account's
+        token is fetched per run and kept in memory (nothing rotates, and the token stays out of the database;
+        a block save per account per run was most of a run's own cost).
+        """
         with _STORE_LOCK:
             self.apply_token(token)
-            if self._block_document_name is not None:
+            if self.uses_refresh_token and self._block_document_name is not None:
                 self.save(overwrite=True, _sync=True)
 
     def renew_token(self) -> None:

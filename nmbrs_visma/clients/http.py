@@ -25,8 +25,10 @@ Tests inject `sleep` (and `clock`) so that waits are recorded instead of slept.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -376,6 +378,16 @@ def _scrub(message: str, request: httpx2.Request) -> str:
         if len(secret) >= 8:
             message = message.replace(secret, "***")
     return message
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one verifying TLS context of the process (httpx2's default: system CAs, `SSL_CERT_FILE`/`_DIR`).
+
+    Why shared: building a context loads the CA store, tens of milliseconds of CPU, and every client and auth
+    would otherwise build its own; a run with hundreds of accounts spent a quarter of its time there.
+    """
+    return httpx2.create_ssl_context()
 
 
 class ApiClient:

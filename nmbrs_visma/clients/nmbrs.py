@@ -49,6 +49,7 @@ from nmbrs_visma.clients.http import (
     ServerError,
     TransportError,
     ValidationError,
+    tls_context,
 )
 from nmbrs_visma.journals.models import PayrollRun
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
@@ -198,6 +199,7 @@ class NmbrsAuth(httpx2.Auth):
             code_challenge_method="S256",
             token_endpoint=token_url,
             timeout=timeout,
+            verify=tls_context(),
         )
 
     def __repr__(self) -> str:
@@ -399,7 +401,12 @@ class NmbrsClient(ApiClient):
         self._sleep = sleep
         self._clock = clock
         self._http = httpx2.Client(
-            base_url=base_url.rstrip("/"), auth=auth, timeout=timeout, transport=transport, follow_redirects=False
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(),
+            follow_redirects=False,
         )
         self._sender = Sender(self._http, NMBRS_ERRORS, policy=policy, sleep=sleep, clock=clock)
 

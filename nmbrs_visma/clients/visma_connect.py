@@ -26,7 +26,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import AuthError, TransportError
+from nmbrs_visma.clients.http import AuthError, TransportError, tls_context
 
 DEFAULT_TOKEN_URL = "https://connect.visma.com/connect/token"
 DEFAULT_AUTHORIZE_URL = "https://connect.visma.com/connect/authorize"
@@ -105,6 +105,7 @@ class VismaConnectAuth(httpx2.Auth):
             token_endpoint=token_url,
             timeout=timeout,
             transport=transport,
+            verify=tls_context(),
         )
         for hook in ("access_token_response", "refresh_token_response"):
             self._oauth.register_compliance_hook(hook, self._note_status)

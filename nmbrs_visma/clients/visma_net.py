@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import httpx2
 from pydantic import BaseModel, ConfigDict
 
-from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiClient, ApiError, RetryPolicy, Sender
+from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiClient, ApiError, RetryPolicy, Sender, tls_context
 from nmbrs_visma.clients.visma_connect import (
     DEFAULT_AUTHORIZE_URL,
     DEFAULT_TOKEN_URL,
@@ -110,6 +111,7 @@ class VismaNetClient(ApiClient):
             timeout=timeout,
             headers=headers,
             transport=transport,
+            verify=tls_context(),
             event_hooks=dict(event_hooks or {}),
         )
         self._sender = Sender(self._http, VISMA_NET_ERRORS, policy=policy, sleep=sleep)
@@ -167,13 +169,20 @@ class VismaNetClient(ApiClient):
         return [str(row["number"]) for row in self._get("/v1/ledger") or []]
 
     def reference(self, dimension_id: str = "SUBACCOUNT") -> AdministrationReference:
-        """Periods, accounts and subaccount segments: what checks and mapping need, read once per run."""
-        return AdministrationReference(
-            tenant_id=self.auth.tenant_id or "",
-            periods=self.financial_periods(),
-            accounts=self.accounts(),
-            segments=self.subaccount_segments(dimension_id),
-        )
+        """Periods, accounts and subaccount segments: what checks and mapping need, read once per run.
+
+        The three reads are independent, so they go out at once: one read's latency, not three.
+        """
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="visma-reference") as pool:
+            periods = pool.submit(self.financial_periods)
+            accounts = pool.submit(self.accounts)
+            segments = pool.submit(self.subaccount_segments, dimension_id)
+            return AdministrationReference(
+                tenant_id=self.auth.tenant_id or "",
+                periods=periods.result(),
+                accounts=accounts.result(),
+                segments=segments.result(),
+            )
 
     # -- journal transactions v2 --
 

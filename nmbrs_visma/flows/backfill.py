@@ -12,14 +12,14 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from nmbrs_visma.flows.post_payroll_journals import max_workers, run_periods
+from nmbrs_visma.flows.post_payroll_journals import run_periods, task_threads
 from nmbrs_visma.payroll_period import period_range
 from nmbrs_visma.results import StatusRow
 
 
 @flow(
     name="backfill-correction-periods",
-    task_runner=ThreadPoolTaskRunner(max_workers=max_workers()),
+    task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
     description="Post the payroll journals still missing for a range of periods (idempotent).",
 )
 def backfill_correction_periods(

@@ -1,11 +1,12 @@
 """Post one administration's journal transactions exactly once: the record first, a look-up when in doubt.
 
-Per financial period of the administration:
+For the transactions of one administration:
 1. a key the record holds as sent is reported "already sent" without any API call (a routine re-run is free);
-2. the other keys are locked (all of the period's keys at once, in sorted order, so concurrent runs wait for
-   each other instead of racing), re-read under the lock, and what is still undecided is looked up in ONE
-   listing of the period's GL transactions, matching each key's marker in the description;
-3. a key found there is recorded as sent; a key absent is recorded as intent, created, and recorded as sent.
+2. the other keys are locked (all at once, in sorted order, so concurrent runs wait for each other instead of
+   racing), re-read under the lock, and what is still undecided is looked up in ONE listing per financial
+   period of the GL transactions (the periods listed at once), matching each key's marker in the description;
+3. period by period, a key found there is recorded as sent; a key absent is recorded as intent, created, and
+   recorded as sent.
 A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
 and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
 run looks it up once more (by then a late commit shows) before it posts.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
+LISTINGS_AT_ONCE = 4  # periods of one administration looked up at once (well inside a tenant's rate budget)
 
 
 class LedgerClient(Protocol):
@@ -105,17 +108,6 @@ class AdministrationPoster:
         self.flow_run_id = flow_run_id
 
     def post(self, postings: Sequence[Posting]) -> list[StatusRow]:
-        by_period: dict[str, list[Posting]] = defaultdict(list)
-        for posting in postings:
-            by_period[posting.period_id].append(posting)
-        rows: list[StatusRow] = []
-        for period_id in sorted(by_period):
-            rows.extend(self._post_period(period_id, by_period[period_id]))
-        return rows
-
-    # -- one period --------------------------------------------------------------------------------------
-
-    def _post_period(self, period_id: str, postings: list[Posting]) -> list[StatusRow]:
         rows: list[StatusRow] = []
         pending: list[Posting] = []
         for posting in postings:
@@ -128,34 +120,45 @@ class AdministrationPoster:
             return rows
         try:
             with self.record.holding(posting.key for posting in pending) as holder:
-                rows.extend(self._decide(period_id, pending, holder))
+                rows.extend(self._decide(pending, holder))
         except LockTimeout as exc:
             rows.extend(posting.row(Status.FAILED, reason=str(exc)) for posting in pending)
         return rows
 
-    def _decide(self, period_id: str, pending: list[Posting], holder: str) -> list[StatusRow]:
+    def _decide(self, pending: list[Posting], holder: str) -> list[StatusRow]:
         rows: list[StatusRow] = []
-        undecided: list[Posting] = []
+        by_period: dict[str, list[Posting]] = defaultdict(list)
         for posting in pending:
             entry = self.record.get(posting.key, holder)
             if entry is not None and entry.state is PostingState.SENT:  # another run finished it while we waited
                 rows.append(_already_sent(posting, entry))
             else:
-                undecided.append(posting)
-        if not undecided:
-            return rows
-        try:
-            listed = self._listing(period_id)
-        except ApiError as exc:
-            reason = f"could not look up period {period_id} in Visma.net before posting ({exc}); nothing sent"
-            return rows + [posting.row(Status.FAILED, reason=reason) for posting in undecided]
-        for posting in undecided:
-            found = listed.get(posting.key)
-            if found is not None:
-                rows.append(self._adopt(posting, found, holder))
-            else:
-                rows.append(self._create(posting, holder))
+                by_period[posting.period_id].append(posting)
+        listings = self._listings(sorted(by_period))
+        for period_id in sorted(by_period):
+            listed = listings[period_id]
+            if isinstance(listed, ApiError):
+                reason = f"could not look up period {period_id} in Visma.net before posting ({listed}); nothing sent"
+                rows.extend(posting.row(Status.FAILED, reason=reason) for posting in by_period[period_id])
+                continue
+            for posting in by_period[period_id]:
+                found = listed.get(posting.key)
+                rows.append(self._adopt(posting, found, holder) if found is not None else self._create(posting, holder))
         return rows
+
+    def _listings(self, period_ids: list[str]) -> dict[str, dict[str, JournalTransactionSummary] | ApiError]:
+        """Each period's listing, the periods at once (reads, under the keys' locks): one read's latency."""
+
+        def listing(period_id: str) -> dict[str, JournalTransactionSummary] | ApiError:
+            try:
+                return self._listing(period_id)
+            except ApiError as exc:
+                return exc
+
+        if len(period_ids) <= 1:
+            return {period_id: listing(period_id) for period_id in period_ids}
+        with ThreadPoolExecutor(min(len(period_ids), LISTINGS_AT_ONCE), thread_name_prefix="visma-look-up") as pool:
+            return dict(zip(period_ids, pool.map(listing, period_ids), strict=True))
 
     def _listing(self, period_id: str) -> dict[str, JournalTransactionSummary]:
         """The period's GL transactions (one listing, all pages), by the posting key their description carries."""

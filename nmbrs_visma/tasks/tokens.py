@@ -62,6 +62,16 @@ class ReconnectRequired(AccountNotAuthorised):
         )
 
 
+def missing_account(account_type: type[OAuthAccount], account: str) -> AccountNotAuthorised:
+    """The error for an account block that is not saved: it names the block and how to add it."""
+    return AccountNotAuthorised(
+        account_type.system_name,
+        account,
+        f"there is no {account_type.get_block_type_name()} block named '{account}'",
+        "add it with `nmbrs-visma config apply` (or in the Prefect UI)",
+    )
+
+
 def load_account(account_type: type[A], account: str) -> A:
     """The saved account block; a missing one is an `AccountNotAuthorised` naming it."""
     try:
@@ -69,12 +79,7 @@ def load_account(account_type: type[A], account: str) -> A:
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise
-        raise AccountNotAuthorised(
-            account_type.system_name,
-            account,
-            f"there is no {account_type.get_block_type_name()} block named '{account}'",
-            "add it with `nmbrs-visma config apply` (or in the Prefect UI)",
-        ) from None
+        raise missing_account(account_type, account) from None
 
 
 def needs_refresh(account: OAuthAccount, margin: dt.timedelta) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from nmbrs_visma.blocks import AdministrationMappingBlock, NmbrsAccount, VismaNetAccount, load_mappings
 from nmbrs_visma.blocks.locks import token_lock_name
@@ -48,10 +49,14 @@ def test_the_example_applies_into_blocks_and_locks(clean_blocks: None) -> None:
     assert loaded.nmbrs_accounts[1001] == "default"
     assert loaded.mappings[1004].test_company and loaded.mappings[2001].debtor_blocked
 
+    # a lock for each account on a rotating refresh token; none for the service account (nothing rotates)
+    expected = [token_lock_name(VismaNetAccount, "bakkerij-zuid"), token_lock_name(NmbrsAccount, "default")]
+    assert applied.token_locks == expected
     with get_client(sync_client=True) as client:
-        for block_type, name in ((VismaNetAccount, "bakkerij-groep"), (NmbrsAccount, "default")):
-            limit = client.read_global_concurrency_limit_by_name(token_lock_name(block_type, name))
-            assert limit.limit == 1
+        for name in expected:
+            assert client.read_global_concurrency_limit_by_name(name).limit == 1
+        with pytest.raises(ObjectNotFound):
+            client.read_global_concurrency_limit_by_name(token_lock_name(VismaNetAccount, "bakkerij-groep"))
 
 
 def test_a_missing_secret_names_the_account_and_variable_and_writes_nothing(clean_blocks: None) -> None:

@@ -92,7 +92,8 @@ def test_a_state_mismatch_is_refused(configured: None, redirect_uri: str) -> Non
 def test_a_service_account_needs_no_login(configured: None) -> None:
     result = authorise_account("visma", "service", open_url=None, show_url=lambda url: None)
     assert "no login needed" in result.company[0]
-    assert VismaNetAccount.load("service").access_token is not None
+    assert result.company[-1].startswith("branches: ")  # its token was fetched and read the tenant's branches
+    assert VismaNetAccount.load("service").access_token is None  # and kept in memory only: nothing rotates
 
 
 def test_the_command_reports_a_missing_account_without_a_traceback(

@@ -143,6 +143,7 @@ def test_a_mid_run_renewal_adopts_the_pair_another_run_saved(nmbrs_connected: Nm
 def test_service_account_token_and_a_refused_secret(configured: None, sandboxes) -> None:
     block, refreshed = ensure_fresh_token(VismaNetAccount, "service")
     assert refreshed and block.access_token is not None and block.refresh_token is None
+    assert VismaNetAccount.load("service").access_token is None  # kept in memory: nothing rotates, nothing saved
     with block.get_client() as client:
         assert "1" in client.branches()
 

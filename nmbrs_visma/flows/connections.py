@@ -1,0 +1,163 @@
+"""What a run works on and through: the selected companies, and the accounts' clients shared by all of them.
+
+`select_companies` turns the saved mappings into the run's companies (and the rows of those it cannot post:
+unmapped, mapped twice). `connect_accounts` makes every needed account usable once per run: tokens renewed
+under each rotating account's lock, one client per account, each Nmbrs account's company list read once.
+Each tenant's reference data is read later, on first need, by the period pipeline (flows/period.py), and
+kept here for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prefect.futures import PrefectFuture
+
+from nmbrs_visma.blocks.listing import read_named_blocks
+from nmbrs_visma.blocks.mapping import LoadedMappings
+from nmbrs_visma.blocks.nmbrs import NmbrsAccount
+from nmbrs_visma.blocks.visma_net import VismaNetAccount
+from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, Refusal
+from nmbrs_visma.payroll_period import PayrollPeriod
+from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.tasks.extract import find_nmbrs_companies
+from nmbrs_visma.tasks.plan import refused_row
+from nmbrs_visma.tasks.tokens import AccountNotAuthorised, System, TokenStatus, missing_account, refresh_token
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
+    from nmbrs_visma.clients.visma_net import VismaNetClient
+
+logger = logging.getLogger(__name__)
+
+ReferenceKey = tuple[str, str]  # (Visma.net account, subaccount dimension): what one reference read covers
+
+
+@dataclass
+class Selection:
+    """The mapped companies a run works on, and the rows of those it cannot (unmapped, mapped twice)."""
+
+    mappings: dict[int, AdministrationMapping]
+    nmbrs_accounts: dict[int, str]
+    rows: list[StatusRow] = field(default_factory=list)
+
+
+def select_companies(loaded: LoadedMappings, companies: Sequence[int] | None, period: PayrollPeriod) -> Selection:
+    wanted = sorted(set(companies)) if companies else sorted(set(loaded.mappings) | set(loaded.duplicates))
+    selection = Selection(mappings={}, nmbrs_accounts={})
+    duplicates = {refusal.company: refusal for refusal in loaded.refusals()}
+    for company in wanted:
+        if company in duplicates:
+            selection.rows.append(refused_row(company, [duplicates[company]], period=period))
+        elif company not in loaded.mappings:
+            unmapped = Refusal(
+                code="unmapped_company",
+                company=company,
+                message=f"company {company} has no administration mapping (add it to the config and apply it)",
+            )
+            selection.rows.append(refused_row(company, [unmapped], period=period))
+        else:
+            selection.mappings[company] = loaded.mappings[company]
+            selection.nmbrs_accounts[company] = loaded.nmbrs_accounts.get(company, "default")
+    return selection
+
+
+def reference_key(mapping: AdministrationMapping) -> ReferenceKey:
+    return mapping.visma_account, mapping.subaccount_dimension
+
+
+@dataclass
+class Connections:
+    """Clients and per-run reads, shared by every company of the run; `unavailable` says why an account is out."""
+
+    visma: dict[str, VismaNetClient] = field(default_factory=dict)
+    tenants: dict[str, str] = field(default_factory=dict)  # Visma.net account -> its block's tenant id
+    nmbrs: dict[str, NmbrsClient] = field(default_factory=dict)
+    references: dict[ReferenceKey, AdministrationReference] = field(default_factory=dict)
+    nmbrs_companies: dict[str, dict[int, NmbrsCompany]] = field(default_factory=dict)
+    unavailable: dict[tuple[str, str], tuple[Status, Refusal]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for client in [*self.visma.values(), *self.nmbrs.values()]:
+            try:
+                client.close()
+            except Exception as exc:  # closing is best effort
+                logger.debug("closing a client failed: %s", exc)
+
+    def problem(self, mapping: AdministrationMapping, nmbrs_account: str | None) -> tuple[Status, Refusal] | None:
+        account, dimension = reference_key(mapping)
+        for key in (("visma", account), ("reference", f"{account}/{dimension}")):
+            if key in self.unavailable:
+                return self.unavailable[key]
+        if nmbrs_account is not None:
+            for key in (("nmbrs", nmbrs_account), ("nmbrs-companies", nmbrs_account)):
+                if key in self.unavailable:
+                    return self.unavailable[key]
+        return None
+
+    def reference_failed(self, key: ReferenceKey, exc: BaseException) -> tuple[Status, Refusal]:
+        """Remember (for the rest of the run) that a tenant's reference could not be read; the status and why."""
+        account, dimension = key
+        failure = (
+            Status.FAILED,
+            Refusal(
+                code="not_authorised",
+                message=f"Visma.net account '{account}': reading financial periods, accounts and "
+                f"dimension {dimension} failed: {exc}",
+            ),
+        )
+        self.unavailable[("reference", f"{account}/{dimension}")] = failure
+        return failure
+
+
+def _failure(system: str, account: str, exc: BaseException) -> tuple[Status, Refusal]:
+    if isinstance(exc, AccountNotAuthorised):
+        return Status.REFUSED, exc.refusal()
+    message = f"{system} account '{account}': {type(exc).__name__}: {exc}"
+    return Status.FAILED, Refusal(code="not_authorised", message=message)
+
+
+def connect_accounts(selection: Selection, *, use_nmbrs: bool) -> Connections:
+    """Make every needed account usable: a service account's client straight from its block (it fetches a
+    token on first use; nothing rotates, so no lock); a rotating account's token refreshed first, one refresh
+    per account at a time; each Nmbrs account's company list read once."""
+    connections = Connections()
+    visma_accounts = sorted({mapping.visma_account for mapping in selection.mappings.values()})
+    nmbrs_accounts = sorted(set(selection.nmbrs_accounts.values())) if use_nmbrs else []
+    refreshes: dict[tuple[System, str], PrefectFuture[TokenStatus]] = {}
+    saved = dict(read_named_blocks(VismaNetAccount, include_secrets=True)) if visma_accounts else {}
+    for name in visma_accounts:
+        block = saved.get(name)
+        if block is None:
+            connections.unavailable[("visma", name)] = _failure("visma", name, missing_account(VismaNetAccount, name))
+        elif block.uses_refresh_token:
+            refreshes[("visma", name)] = refresh_token.submit("visma", name)
+        else:
+            connections.tenants[name] = block.tenant_id
+            connections.visma[name] = block.get_client()
+    refreshes |= {("nmbrs", name): refresh_token.submit("nmbrs", name) for name in nmbrs_accounts}
+    for (system, name), future in refreshes.items():
+        try:
+            future.result()
+            if system == "visma":
+                block = VismaNetAccount.load(name, _sync=True)
+                connections.tenants[name] = block.tenant_id
+                connections.visma[name] = block.get_client()
+            else:
+                connections.nmbrs[name] = NmbrsAccount.load(name, _sync=True).get_client()
+        except Exception as exc:
+            connections.unavailable[(system, name)] = _failure(system, name, exc)
+
+    listings = {name: find_nmbrs_companies.submit(name, client) for name, client in connections.nmbrs.items()}
+    for name, future in listings.items():
+        try:
+            connections.nmbrs_companies[name] = future.result()
+        except Exception as exc:
+            connections.unavailable[("nmbrs-companies", name)] = (
+                Status.FAILED,
+                Refusal(code="not_authorised", message=f"Nmbrs account '{name}': listing companies failed: {exc}"),
+            )
+    return connections

@@ -1,0 +1,228 @@
+"""One payroll period of a run, as a pipeline: read ahead, and post each administration as soon as it is ready.
+
+Per company: its tenant's reference data (read once per run, on first need) -> its runs and journals from Nmbrs
+(a task) -> checks and build (pure, in the flow's thread) -> once every company of its administration is
+planned, one posting task for the administration. Reads run in the `read` lane and postings in the `post` lane,
+each with up to `workers` tasks in flight (flows/lanes.py): a slow Nmbrs document never holds a Visma.net
+posting slot, and the first administrations post while later companies are still being read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from nmbrs_visma.flows.connections import Connections, ReferenceKey, Selection, reference_key
+from nmbrs_visma.flows.lanes import Lanes
+from nmbrs_visma.journals.models import AdministrationMapping, Refusal
+from nmbrs_visma.payroll_period import PayrollPeriod
+from nmbrs_visma.posting_record import PostingRecord, PostingState
+from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
+from nmbrs_visma.tasks.journal_file import file_journals
+from nmbrs_visma.tasks.plan import plan_company, refused_row
+from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.reference import read_reference
+from nmbrs_visma.tasks.report import PayloadFile, write_payload
+
+AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
+
+
+def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
+    return mapping.visma_account, mapping.branch, mapping.ledger
+
+
+class PeriodRun:
+    """The companies of one period through the lanes; `rows` and `postings` hold the outcome after `run()`."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        connections: Connections,
+        period: PayrollPeriod,
+        *,
+        record: PostingRecord,
+        workers: int,
+        journal_file: Path | None = None,
+        post: bool = True,
+    ) -> None:
+        self.selection = selection
+        self.connections = connections
+        self.period = period
+        self.record = record
+        self.journal_file = journal_file
+        self.post = post
+        self.lanes = Lanes(read=workers, post=workers)
+        self.rows: list[StatusRow] = []
+        self.postings: list[Posting] = []  # every planned posting (a dry run previews them)
+        self._awaiting_reference: dict[ReferenceKey, list[int]] = {}
+        self._unplanned: Counter[AdministrationGroup] = Counter()
+        self._ready: dict[AdministrationGroup, list[Posting]] = defaultdict(list)
+        self._flow_run_id = str(flow_run.get_id() or "") or None
+
+    def run(self) -> None:
+        for company, mapping in sorted(self.selection.mappings.items()):
+            problem = self.connections.problem(mapping, self._nmbrs_account(company))
+            if problem is not None:
+                status, refusal = problem
+                self.rows.append(refused_row(company, [refusal], period=self.period, status=status))
+            elif self.journal_file is None and self._nmbrs_company(company) is None:
+                account = self._nmbrs_account(company)
+                missing = Refusal(
+                    code="unmapped_company",
+                    company=company,
+                    message=f"company {company} is not among the companies Nmbrs account '{account}' reaches",
+                )
+                self.rows.append(refused_row(company, [missing], period=self.period, status=Status.FAILED))
+            else:
+                self._unplanned[administration_group(mapping)] += 1
+                self._after_reference(company, mapping)
+        self.lanes.run()
+
+    # -- reference, journals, plan, posting: each step queues the next ---------------------------------------
+
+    def _after_reference(self, company: int, mapping: AdministrationMapping) -> None:
+        key = reference_key(mapping)
+        if key in self.connections.references:
+            self._extract(company)
+        elif key in self._awaiting_reference:
+            self._awaiting_reference[key].append(company)
+        else:
+            self._awaiting_reference[key] = [company]
+            account, dimension = key
+            submit = partial(
+                read_reference.submit,
+                account,
+                self.connections.visma[account],
+                self.connections.tenants.get(account, ""),
+                dimension,
+            )
+            self.lanes.add("read", submit, partial(self._reference_read, key))
+
+    def _reference_read(self, key: ReferenceKey, future: PrefectFuture[Any]) -> None:
+        waiting = self._awaiting_reference.pop(key)
+        try:
+            self.connections.references[key] = future.result()
+        except Exception as exc:
+            status, refusal = self.connections.reference_failed(key, exc)
+            for company in waiting:
+                self.rows.append(refused_row(company, [refusal], period=self.period, status=status))
+                self._planned(company, [])
+            return
+        for company in waiting:
+            self._extract(company)
+
+    def _extract(self, company: int) -> None:
+        if self.journal_file is not None:
+            self._plan(company, file_journals(self.journal_file, company, self.period))
+            return
+        mapping = self.selection.mappings[company]
+        account = self._nmbrs_account(company)
+        assert account is not None
+        submit = partial(
+            extract_journals.submit,
+            company,
+            self._nmbrs_company(company),
+            self.connections.nmbrs[account],
+            self.period,
+            mapping_journal_kind(mapping),
+        )
+        self.lanes.add("read", submit, partial(self._extracted, company))
+
+    def _extracted(self, company: int, future: PrefectFuture[Any]) -> None:
+        try:
+            journals: CompanyJournals = future.result()
+        except Exception as exc:
+            reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
+            self.rows.append(self._failed(company, reason))
+            self._planned(company, [])
+            return
+        self._plan(company, journals)
+
+    def _plan(self, company: int, journals: CompanyJournals) -> None:
+        mapping = self.selection.mappings[company]
+        reference = self.connections.references[reference_key(mapping)]
+        try:
+            plan = plan_company(journals, mapping, reference, self.period)
+        except Exception as exc:  # a bug or a bad frame must not take the other companies down
+            reason = f"preparing the journals of company {company} failed: {type(exc).__name__}: {exc}"
+            self.rows.append(self._failed(company, reason))
+            self._planned(company, [])
+            return
+        self.rows.extend(plan.rows)
+        self._planned(company, plan.postings)
+
+    def _planned(self, company: int, postings: list[Posting]) -> None:
+        """Count the company as planned; the last company of an administration sends it to posting."""
+        group = administration_group(self.selection.mappings[company])
+        self.postings.extend(postings)
+        self._ready[group].extend(postings)
+        self._unplanned[group] -= 1
+        if self._unplanned[group] == 0:
+            ready = self._ready.pop(group)
+            if self.post and ready:
+                self._post(group[0], ready)
+
+    def _post(self, account: str, postings: list[Posting]) -> None:
+        by_administration: dict[str, list[Posting]] = defaultdict(list)
+        for posting in postings:
+            by_administration[posting.administration].append(posting)
+        for administration, batch in sorted(by_administration.items()):
+            submit = partial(
+                post_administration.submit,
+                administration,
+                batch,
+                self.connections.visma[account],
+                self.record,
+                self._flow_run_id,
+            )
+            self.lanes.add("post", submit, partial(self._posted, administration, batch))
+
+    def _posted(self, administration: str, postings: list[Posting], future: PrefectFuture[Any]) -> None:
+        try:
+            self.rows.extend(future.result())
+        except Exception as exc:
+            reason = f"posting to {administration} stopped: {type(exc).__name__}: {exc}; a re-run looks it up first"
+            self.rows.extend(posting.row(Status.FAILED, reason=reason) for posting in postings)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _nmbrs_account(self, company: int) -> str | None:
+        return None if self.journal_file is not None else self.selection.nmbrs_accounts[company]
+
+    def _nmbrs_company(self, company: int) -> Any:
+        account = self._nmbrs_account(company)
+        return self.connections.nmbrs_companies[account].get(company) if account is not None else None
+
+    def _failed(self, company: int, reason: str) -> StatusRow:
+        return StatusRow(company=company, period=self.period.period_id, status=Status.FAILED, reason=reason)
+
+
+def preview(
+    postings: Sequence[Posting], record: PostingRecord, directory: Path
+) -> tuple[list[StatusRow], list[PayloadFile]]:
+    """A dry run: write each payload to a file and report it; nothing is sent, nothing is looked up."""
+    rows: list[StatusRow] = []
+    files: list[PayloadFile] = []
+    for posting in postings:
+        entry = record.get(posting.key)
+        if entry is not None and entry.state is PostingState.SENT:
+            rows.append(posting.row(Status.ALREADY_SENT, batch_number=entry.batch_number))
+            continue
+        payload_file = write_payload(
+            directory,
+            company=posting.company,
+            administration=posting.administration,
+            period_id=posting.period_id,
+            key=posting.key,
+            payload=posting.payload,
+        )
+        files.append(payload_file)
+        rows.append(posting.row(Status.DRY_RUN, reason=f"payload in {payload_file.path.name}"))
+    return rows, files
