@@ -31,9 +31,16 @@ class Lanes:
         self._finished: queue.SimpleQueue[tuple[str, PrefectFuture[Any], Then]] = queue.SimpleQueue()
         self.most_in_flight = dict.fromkeys(limits, 0)  # for tests and benchmarks: the limits held
 
-    def add(self, lane: str, submit: Submit, then: Then) -> None:
-        """Queue `submit` (which submits one task and returns its future); `then` gets the finished future."""
-        self._waiting[lane].append((submit, then))
+    def add(self, lane: str, submit: Submit, then: Then, *, first: bool = False) -> None:
+        """Queue `submit` (which submits one task and returns its future); `then` gets the finished future.
+
+        `first` puts it ahead of the lane's queue: work that finishes something already started (a company's
+        journals once its tenant's reference is read) goes before starting more.
+        """
+        if first:
+            self._waiting[lane].appendleft((submit, then))
+        else:
+            self._waiting[lane].append((submit, then))
 
     def run(self) -> None:
         """Start what the limits allow; hand each finished task to its callback, in the order they finish."""

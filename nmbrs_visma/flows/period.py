@@ -1,8 +1,8 @@
 """One payroll period of a run, as a pipeline: read ahead, and post each administration as soon as it is ready.
 
-Per company: its tenant's reference data (read once per run, on first need) -> its runs and journals from Nmbrs
-(a task) -> checks and build (pure, in the flow's thread) -> once every company of its administration is
-planned, one posting task for the administration. Reads run in the `read` lane and postings in the `post` lane,
+Per company: its tenant's reference data (read once per run, on first need) -> its runs and journals from Nmbrs,
+checked and built (one task: tasks/prepare.py) -> once every company of its administration is planned, one
+posting task for the administration. Reads run in the `read` lane and postings in the `post` lane,
 each with up to `workers` tasks in flight (flows/lanes.py): a slow Nmbrs document never holds a Visma.net
 posting slot, and the first administrations post while later companies are still being read.
 """
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from nmbrs_visma.flows.connections import Connections, ReferenceKey, Selection, reference_key
 from nmbrs_visma.flows.lanes import Lanes
@@ -24,18 +26,34 @@ from nmbrs_visma.journals.models import AdministrationMapping, Refusal
 from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.posting_record import PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
-from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
-from nmbrs_visma.tasks.plan import plan_company, refused_row
+from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
 from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.prepare import plan_or_fail, prepare_company
 from nmbrs_visma.tasks.reference import read_reference
-from nmbrs_visma.tasks.report import PayloadFile, write_payload
+from nmbrs_visma.tasks.report import PayloadFile, publish_administration_status, write_payload
 
 AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
 
 
 def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
     return mapping.visma_account, mapping.branch, mapping.ledger
+
+
+@dataclass
+class StatusBoard:
+    """Each administration's rows over the whole run, published as its keyed status artifact the moment its
+    last period is done, while other administrations still post (not all at the end: at hundreds of
+    administrations that was a long serial tail)."""
+
+    title: str
+    rows: dict[str, list[StatusRow]] = field(default_factory=lambda: defaultdict(list))
+    published: set[str] = field(default_factory=set)
+
+    def add(self, rows: Sequence[StatusRow]) -> None:
+        for row in rows:
+            if row.administration:
+                self.rows[row.administration].append(row)
 
 
 class PeriodRun:
@@ -51,6 +69,8 @@ class PeriodRun:
         workers: int,
         journal_file: Path | None = None,
         post: bool = True,
+        board: StatusBoard | None = None,
+        last_period: bool = True,
     ) -> None:
         self.selection = selection
         self.connections = connections
@@ -58,20 +78,25 @@ class PeriodRun:
         self.record = record
         self.journal_file = journal_file
         self.post = post
+        self.board = board
+        self.last_period = last_period
         self.lanes = Lanes(read=workers, post=workers)
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # every planned posting (a dry run previews them)
         self._awaiting_reference: dict[ReferenceKey, list[int]] = {}
         self._unplanned: Counter[AdministrationGroup] = Counter()
         self._ready: dict[AdministrationGroup, list[Posting]] = defaultdict(list)
+        self._posting: Counter[AdministrationGroup] = Counter()  # posting tasks not finished yet
+        self._administrations: dict[AdministrationGroup, set[str]] = defaultdict(set)
         self._flow_run_id = str(flow_run.get_id() or "") or None
 
     def run(self) -> None:
+        ready: list[int] = []
         for company, mapping in sorted(self.selection.mappings.items()):
             problem = self.connections.problem(mapping, self._nmbrs_account(company))
             if problem is not None:
                 status, refusal = problem
-                self.rows.append(refused_row(company, [refusal], period=self.period, status=status))
+                self._add(company, [refused_row(company, [refusal], period=self.period, status=status)])
             elif self.journal_file is None and self._nmbrs_company(company) is None:
                 account = self._nmbrs_account(company)
                 missing = Refusal(
@@ -79,10 +104,12 @@ class PeriodRun:
                     company=company,
                     message=f"company {company} is not among the companies Nmbrs account '{account}' reaches",
                 )
-                self.rows.append(refused_row(company, [missing], period=self.period, status=Status.FAILED))
+                self._add(company, [refused_row(company, [missing], period=self.period, status=Status.FAILED)])
             else:
                 self._unplanned[administration_group(mapping)] += 1
-                self._after_reference(company, mapping)
+                ready.append(company)
+        for company in ready:  # counted first: an administration is complete only when all its companies are
+            self._after_reference(company, self.selection.mappings[company])
         self.lanes.run()
 
     # -- reference, journals, plan, posting: each step queues the next ---------------------------------------
@@ -90,7 +117,7 @@ class PeriodRun:
     def _after_reference(self, company: int, mapping: AdministrationMapping) -> None:
         key = reference_key(mapping)
         if key in self.connections.references:
-            self._extract(company)
+            self._prepare(company)
         elif key in self._awaiting_reference:
             self._awaiting_reference[key].append(company)
         else:
@@ -112,50 +139,44 @@ class PeriodRun:
         except Exception as exc:
             status, refusal = self.connections.reference_failed(key, exc)
             for company in waiting:
-                self.rows.append(refused_row(company, [refusal], period=self.period, status=status))
+                self._add(company, [refused_row(company, [refusal], period=self.period, status=status)])
                 self._planned(company, [])
             return
         for company in waiting:
-            self._extract(company)
+            self._prepare(company, first=True)
 
-    def _extract(self, company: int) -> None:
-        if self.journal_file is not None:
-            self._plan(company, file_journals(self.journal_file, company, self.period))
-            return
+    def _prepare(self, company: int, *, first: bool = False) -> None:
         mapping = self.selection.mappings[company]
+        reference = self.connections.references[reference_key(mapping)]
+        if self.journal_file is not None:
+            journals = file_journals(self.journal_file, company, self.period)
+            self._prepared(company, plan_or_fail(journals, mapping, reference, self.period))
+            return
         account = self._nmbrs_account(company)
         assert account is not None
         submit = partial(
-            extract_journals.submit,
+            prepare_company.submit,
             company,
             self._nmbrs_company(company),
             self.connections.nmbrs[account],
             self.period,
-            mapping_journal_kind(mapping),
+            mapping,
+            quote(reference),  # not walked by Prefect for futures: hundreds of accounts, every task run
         )
-        self.lanes.add("read", submit, partial(self._extracted, company))
+        self.lanes.add("read", submit, partial(self._read_and_planned, company), first=first)
 
-    def _extracted(self, company: int, future: PrefectFuture[Any]) -> None:
+    def _read_and_planned(self, company: int, future: PrefectFuture[Any]) -> None:
         try:
-            journals: CompanyJournals = future.result()
-        except Exception as exc:
+            plan: CompanyPlan = future.result()
+        except Exception as exc:  # planning failures come back as rows: this is the read from Nmbrs
             reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
-            self.rows.append(self._failed(company, reason))
+            self._add(company, [self._failed(company, reason)])
             self._planned(company, [])
             return
-        self._plan(company, journals)
+        self._prepared(company, plan)
 
-    def _plan(self, company: int, journals: CompanyJournals) -> None:
-        mapping = self.selection.mappings[company]
-        reference = self.connections.references[reference_key(mapping)]
-        try:
-            plan = plan_company(journals, mapping, reference, self.period)
-        except Exception as exc:  # a bug or a bad frame must not take the other companies down
-            reason = f"preparing the journals of company {company} failed: {type(exc).__name__}: {exc}"
-            self.rows.append(self._failed(company, reason))
-            self._planned(company, [])
-            return
-        self.rows.extend(plan.rows)
+    def _prepared(self, company: int, plan: CompanyPlan) -> None:
+        self._add(company, plan.rows)
         self._planned(company, plan.postings)
 
     def _planned(self, company: int, postings: list[Posting]) -> None:
@@ -167,9 +188,10 @@ class PeriodRun:
         if self._unplanned[group] == 0:
             ready = self._ready.pop(group)
             if self.post and ready:
-                self._post(group[0], ready)
+                self._post(group, ready)
+            self._maybe_done(group)
 
-    def _post(self, account: str, postings: list[Posting]) -> None:
+    def _post(self, group: AdministrationGroup, postings: list[Posting]) -> None:
         by_administration: dict[str, list[Posting]] = defaultdict(list)
         for posting in postings:
             by_administration[posting.administration].append(posting)
@@ -177,21 +199,46 @@ class PeriodRun:
             submit = partial(
                 post_administration.submit,
                 administration,
-                batch,
-                self.connections.visma[account],
+                quote(batch),  # the payloads: not walked by Prefect for futures
+                self.connections.visma[group[0]],
                 self.record,
                 self._flow_run_id,
             )
-            self.lanes.add("post", submit, partial(self._posted, administration, batch))
+            self._posting[group] += 1
+            self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
 
-    def _posted(self, administration: str, postings: list[Posting], future: PrefectFuture[Any]) -> None:
+    def _posted(
+        self, group: AdministrationGroup, administration: str, postings: list[Posting], future: PrefectFuture[Any]
+    ) -> None:
         try:
-            self.rows.extend(future.result())
+            rows = future.result()
         except Exception as exc:
             reason = f"posting to {administration} stopped: {type(exc).__name__}: {exc}; a re-run looks it up first"
-            self.rows.extend(posting.row(Status.FAILED, reason=reason) for posting in postings)
+            rows = [posting.row(Status.FAILED, reason=reason) for posting in postings]
+        self._add_to_group(group, rows)
+        self._posting[group] -= 1
+        self._maybe_done(group)
+
+    def _maybe_done(self, group: AdministrationGroup) -> None:
+        """Once an administration is planned and posted in the run's last period, publish its status."""
+        if self._unplanned[group] or self._posting[group] or self.board is None or not self.last_period:
+            return
+        for administration in sorted(self._administrations.pop(group, set())):  # again if two groups share one
+            self.board.published.add(administration)
+            rows = list(self.board.rows[administration])
+            submit = partial(publish_administration_status.submit, administration, quote(rows), self.board.title)
+            self.lanes.add("post", submit, _ignore, first=True)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _add(self, company: int, rows: Sequence[StatusRow]) -> None:
+        self._add_to_group(administration_group(self.selection.mappings[company]), rows)
+
+    def _add_to_group(self, group: AdministrationGroup, rows: Sequence[StatusRow]) -> None:
+        self.rows.extend(rows)
+        if self.board is not None:
+            self.board.add(rows)
+            self._administrations[group].update(row.administration for row in rows if row.administration)
 
     def _nmbrs_account(self, company: int) -> str | None:
         return None if self.journal_file is not None else self.selection.nmbrs_accounts[company]
@@ -202,6 +249,10 @@ class PeriodRun:
 
     def _failed(self, company: int, reason: str) -> StatusRow:
         return StatusRow(company=company, period=self.period.period_id, status=Status.FAILED, reason=reason)
+
+
+def _ignore(future: PrefectFuture[Any]) -> None:
+    """A status artifact is a view: its task logs its own problems, and the run goes on regardless."""
 
 
 def preview(

@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
-from nmbrs_visma.flows.period import PeriodRun, preview
+from nmbrs_visma.flows.period import PeriodRun, StatusBoard, preview
 from nmbrs_visma.payroll_period import PayrollPeriod, resolve_period
 from nmbrs_visma.posting_record import PostingRecord
 from nmbrs_visma.results import Status, StatusRow, sort_rows, summary
@@ -67,8 +67,9 @@ def run_periods(
     rows: list[StatusRow] = []
     files: list[PayloadFile] = []
     payload_dir = output_dir() if dry_run else None
+    board = None if dry_run else StatusBoard(title)  # a dry run's rows are known only after the preview
     try:
-        for period in periods:
+        for number, period in enumerate(periods, start=1):
             run = PeriodRun(
                 selection,
                 connections,
@@ -77,6 +78,8 @@ def run_periods(
                 workers=max_workers(),
                 journal_file=path,
                 post=not dry_run,
+                board=board,
+                last_period=number == len(periods),
             )
             run.run()
             rows.extend(run.rows)
@@ -87,7 +90,7 @@ def run_periods(
     finally:
         connections.close()
     rows = sort_rows([*selection.rows, *rows])
-    publish_results(rows, title=title, run_key=run_key, dry_run=dry_run)
+    publish_results(rows, title=title, run_key=run_key, dry_run=dry_run, published=board.published if board else set())
     if dry_run:
         publish_payloads(files, title=title, run_key=run_key)
     log.info("%s: %s", title, summary(rows))

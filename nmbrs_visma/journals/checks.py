@@ -69,13 +69,12 @@ def facts_by_run(aggregated: pd.DataFrame) -> dict[str, LineFacts]:
         runs, values = (firsts.index.get_level_values(level).tolist() for level in (0, 1))
         for run_id, value, ref in zip(runs, values, _refs(firsts.to_numpy()), strict=True):
             getattr(facts[run_id], attribute)[value] = ref
-    totals = work.groupby([RUN_COLUMN, "period_id"], sort=True, observed=True).agg(
-        debit=("debit_cents", "sum"), credit=("credit_cents", "sum"), first=("order", "min")
-    )
+    by_period = work.groupby([RUN_COLUMN, "period_id"], sort=True, observed=True)
+    totals, firsts = by_period[["debit_cents", "credit_cents"]].sum(), by_period["order"].min()
     runs, periods = (totals.index.get_level_values(level).tolist() for level in (0, 1))
-    debits, credits = totals["debit"].tolist(), totals["credit"].tolist()
+    debits, credits = totals["debit_cents"].tolist(), totals["credit_cents"].tolist()
     for run_id, period_id, debit, credit, ref in zip(
-        runs, periods, debits, credits, _refs(totals["first"].to_numpy()), strict=True
+        runs, periods, debits, credits, _refs(firsts.to_numpy()), strict=True
     ):
         facts[run_id].periods[period_id] = PeriodTotals(debit, credit, ref)
     return facts

@@ -130,14 +130,13 @@ def aggregate_lines(lines: pd.DataFrame) -> pd.DataFrame:
     (built from the groupby's own codes, no hashing), so grouping the result again is cheap.
     """
     grouped = lines.groupby(list(GROUP_KEYS), sort=True, observed=True, dropna=False)
-    result = grouped.agg(
-        debit_cents=("debit_cents", "sum"),
-        credit_cents=("credit_cents", "sum"),
-        transaction=("transaction", "first"),
-        line=("line", "first"),
-        date=("date", "max"),
-        description=("description", "first"),
-    )
+    # One reduction per kind on the shared grouper: named aggregation costs milliseconds of set-up per call,
+    # more than the sums themselves on a run's few hundred lines.
+    firsts = grouped[["transaction", "line", "description"]].first()
+    result = pd.concat(
+        [grouped[["debit_cents", "credit_cents"]].sum(), firsts[["transaction", "line"]], grouped["date"].max()],
+        axis=1,
+    ).assign(description=firsts["description"])
     index = result.index
     for level, name in enumerate(GROUP_KEYS):
         # A missing key would be a group pandas drops by default (lines lost); kept here, and refused.

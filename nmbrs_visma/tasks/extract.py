@@ -65,17 +65,10 @@ def find_nmbrs_companies(account: str, client: NmbrsClient) -> dict[int, NmbrsCo
     return found
 
 
-@task(
-    name="extract-journals",
-    task_run_name="extract-{company_number}-{period}",
-    cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=10,
-)
 def extract_journals(
     company_number: int, company: NmbrsCompany, client: NmbrsClient, period: PayrollPeriod, kind: str
 ) -> CompanyJournals:
-    """The company's runs of `period` and their journals (all reads: safe for Prefect to retry)."""
+    """The company's runs of `period` and their journals (all reads: safe to retry)."""
     runs = runs_of_period(client.runs(company, period.year), period)
     journals = []
     for run in runs:

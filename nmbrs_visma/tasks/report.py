@@ -11,13 +11,15 @@ import datetime as dt
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from nmbrs_visma.results import StatusRow, artifact_key, markdown_table, summary, table_artifact_rows
+from nmbrs_visma.results import StatusRow, artifact_key, markdown_table, sort_rows, summary, table_artifact_rows
 
 logger = logging.getLogger(__name__)
 
@@ -53,33 +55,55 @@ def write_payload(
     return PayloadFile(company, administration, period_id, key, path.resolve(), payload)
 
 
-def publish_results(rows: Sequence[StatusRow], *, title: str, run_key: str, dry_run: bool) -> None:
-    """The run's table artifact and one keyed status artifact per administration (best effort: a UI problem
-    never turns a posted run into a failed one)."""
+def publish_results(
+    rows: Sequence[StatusRow], *, title: str, run_key: str, dry_run: bool, published: Set[str] = frozenset()
+) -> None:
+    """The run's table artifact, and the keyed status artifact of each administration not `published` yet
+    (best effort: a UI problem never turns a posted run into a failed one)."""
     try:
         create_table_artifact(
             table=table_artifact_rows(rows),
             key=artifact_key(run_key),
             description=f"{title}: {summary(rows)}" + (" (dry run: nothing sent)" if dry_run else ""),
         )
-        by_administration: dict[str, list[StatusRow]] = defaultdict(list)
-        for row in rows:
-            if row.administration:
-                by_administration[row.administration].append(row)
-        for administration, admin_rows in sorted(by_administration.items()):
-            create_markdown_artifact(
-                markdown=(
-                    f"# Administration {administration}\n\n{title}: {summary(admin_rows)}"
-                    + (" (dry run: nothing sent)" if dry_run else "")
-                    + "\n\n"
-                    + markdown_table(admin_rows)
-                    + "\n"
-                ),
-                key=artifact_key("administration", administration),
-                description=f"{administration}: {summary(admin_rows)}",
-            )
     except Exception as exc:  # artifacts are a view; the rows are returned and recorded regardless
-        logger.warning("could not create the result artifacts: %s", exc)
+        logger.warning("could not create the result artifact: %s", exc)
+    by_administration: dict[str, list[StatusRow]] = defaultdict(list)
+    for row in rows:
+        if row.administration and row.administration not in published:
+            by_administration[row.administration].append(row)
+    for administration, admin_rows in sorted(by_administration.items()):
+        publish_administration(administration, admin_rows, title=title, dry_run=dry_run)
+
+
+def publish_administration(administration: str, rows: Sequence[StatusRow], *, title: str, dry_run: bool) -> None:
+    """The administration's keyed status artifact: its rows of the run (best effort, like all artifacts)."""
+    try:
+        create_markdown_artifact(
+            markdown=(
+                f"# Administration {administration}\n\n{title}: {summary(rows)}"
+                + (" (dry run: nothing sent)" if dry_run else "")
+                + "\n\n"
+                + markdown_table(sort_rows(rows))
+                + "\n"
+            ),
+            key=artifact_key("administration", administration),
+            description=f"{administration}: {summary(rows)}",
+        )
+    except Exception as exc:
+        logger.warning("could not create the status artifact of %s: %s", administration, exc)
+
+
+@task(
+    name="publish-administration-status",
+    task_run_name="status-{administration}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def publish_administration_status(administration: str, rows: list[StatusRow], title: str) -> None:
+    """Publish an administration's status as soon as its run is complete, while others still post (one
+    artifact per administration at the end of a big run is a long serial tail)."""
+    publish_administration(administration, rows, title=title, dry_run=False)
 
 
 def publish_payloads(files: Sequence[PayloadFile], *, title: str, run_key: str) -> None:

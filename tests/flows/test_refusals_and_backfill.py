@@ -143,6 +143,19 @@ def test_backfill_posts_only_what_is_missing(sandboxes: object, ledger: object) 
     assert by_period == {"202601": Status.SENT, "202602": Status.ALREADY_SENT, "202603": Status.SENT}
     assert len(ledger(sandboxes, "1000001")) == 3  # type: ignore[operator]
 
+    # the administration's keyed status artifact covers the whole backfill, each period once, batch numbers shown
+    from prefect.artifacts import Artifact
+
+    from nmbrs_visma.results import artifact_key
+
+    (administration,) = {row.administration for row in rows}
+    artifact = Artifact.get(artifact_key("administration", administration))
+    assert artifact is not None and isinstance(artifact.data, str)
+    assert artifact.task_run_id is not None  # published by the pipeline once the administration was done
+    text = artifact.data
+    assert all(text.count(period) == 1 for period in by_period), text
+    assert all(row.batch_number and row.batch_number in text for row in rows), text
+
 
 def test_cli_post_exits_non_zero_when_refused_and_status_prints_the_record(
     sandboxes: object, capsys: pytest.CaptureFixture[str]

@@ -1,0 +1,55 @@
+"""Prepare one company's period: its journals from Nmbrs, checked and built into postings, in one task.
+
+Why one task: reading and planning are the company's unit of retry and of visibility, and planning in the
+worker keeps the flow's own thread free to schedule (it runs the lanes of flows/period.py). Everything here
+reads or computes, nothing writes, so Prefect may retry it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference
+from nmbrs_visma.payroll_period import PayrollPeriod
+from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
+from nmbrs_visma.tasks.plan import CompanyPlan, plan_company
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
+
+
+def plan_or_fail(
+    journals: CompanyJournals, mapping: AdministrationMapping, reference: AdministrationReference, period: PayrollPeriod
+) -> CompanyPlan:
+    """`plan_company`, with a bug or a bad frame turned into the company's failed row (others go on)."""
+    try:
+        return plan_company(journals, mapping, reference, period)
+    except Exception as exc:
+        reason = f"preparing the journals of company {journals.company} failed: {type(exc).__name__}: {exc}"
+        return CompanyPlan(
+            rows=[StatusRow(company=journals.company, period=period.period_id, status=Status.FAILED, reason=reason)]
+        )
+
+
+@task(
+    name="prepare-company",
+    task_run_name="prepare-{company_number}-{period}",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=10,
+)
+def prepare_company(
+    company_number: int,
+    company: NmbrsCompany,
+    client: NmbrsClient,
+    period: PayrollPeriod,
+    mapping: AdministrationMapping,
+    reference: AdministrationReference,
+) -> CompanyPlan:
+    """The company's runs of `period` from Nmbrs, their journals checked and built: rows and postings."""
+    journals = extract_journals(company_number, company, client, period, mapping_journal_kind(mapping))
+    return plan_or_fail(journals, mapping, reference, period)

@@ -1,0 +1,87 @@
+"""`Lanes`: each lane keeps to its own limit, callbacks run in the caller's thread, follow-up work goes first."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from nmbrs_visma.flows.lanes import Lanes
+
+
+class Job:
+    """A stand-in for a Prefect future (the one method `Lanes` uses), backed by a thread pool."""
+
+    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[], Any]) -> None:
+        self._future: Future[Any] = pool.submit(work)
+
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
+        self._future.add_done_callback(lambda _: fn(self))
+
+    def result(self) -> Any:
+        return self._future.result()
+
+
+class Meter:
+    """Counts tasks running per lane and remembers the most at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+
+    def work(self, lane: str, seconds: float = 0.02) -> Callable[[], str]:
+        def run() -> str:
+            with self.lock:
+                self.now[lane] += 1
+                self.most[lane] = max(self.most[lane], self.now[lane])
+            time.sleep(seconds)
+            with self.lock:
+                self.now[lane] -= 1
+            return lane
+
+        return run
+
+
+def test_each_lane_keeps_to_its_limit_and_every_task_runs() -> None:
+    meter, done = Meter(), Counter[str]()
+    lanes = Lanes(read=3, post=2)
+    with ThreadPoolExecutor(16) as pool:
+        for lane in ["read"] * 12 + ["post"] * 8:
+            lanes.add(lane, lambda lane=lane: Job(pool, meter.work(lane)), lambda job: done.update([job.result()]))
+        lanes.run()
+    assert done == Counter(read=12, post=8)
+    assert meter.most == Counter(read=3, post=2)  # reached, never passed, though the pool had room for more
+    assert lanes.most_in_flight == {"read": 3, "post": 2}
+
+
+def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work_ahead() -> None:
+    lanes = Lanes(read=1)
+    order: list[str] = []
+    threads: set[int] = set()
+
+    def then(name: str) -> Callable[[Job], None]:
+        def record(job: Job) -> None:
+            threads.add(threading.get_ident())
+            order.append(name)
+            if name == "a":  # a's follow-up jumps the queue: b and c wait
+                lanes.add("read", lambda: Job(pool, lambda: None), then("a2"), first=True)
+
+        return record
+
+    with ThreadPoolExecutor(4) as pool:
+        for name in "abc":
+            lanes.add("read", lambda: Job(pool, lambda: None), then(name))
+        lanes.run()
+    assert order == ["a", "a2", "b", "c"]
+    assert threads == {threading.get_ident()}
+
+
+def test_a_lane_needs_room_for_one_task() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Lanes(read=0)
