@@ -3,8 +3,8 @@
 `select_companies` turns the saved mappings into the run's companies (and the rows of those it cannot post:
 unmapped, mapped twice). `connect_accounts` makes every needed account usable once per run: tokens renewed
 under each rotating account's lock, one client per account, each Nmbrs account's company list read once.
-Each tenant's reference data is read later, on first need, by the period pipeline (flows/period.py), and
-kept here for the rest of the run.
+Each tenant's reference data is read later, on first need, by its first company's task (tasks/reference.py),
+and kept here for the rest of the run.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from nmbrs_visma.blocks.listing import read_named_blocks
 from nmbrs_visma.blocks.mapping import LoadedMappings
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
-from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, Refusal
+from nmbrs_visma.journals.models import AdministrationMapping, Refusal
 from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import find_nmbrs_companies
 from nmbrs_visma.tasks.plan import refused_row
+from nmbrs_visma.tasks.reference import References
 from nmbrs_visma.tasks.tokens import AccountNotAuthorised, System, TokenStatus, missing_account, refresh_token
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from nmbrs_visma.clients.visma_net import VismaNetClient
 
 logger = logging.getLogger(__name__)
-
-ReferenceKey = tuple[str, str]  # (Visma.net account, subaccount dimension): what one reference read covers
 
 
 @dataclass
@@ -65,10 +64,6 @@ def select_companies(loaded: LoadedMappings, companies: Sequence[int] | None, pe
     return selection
 
 
-def reference_key(mapping: AdministrationMapping) -> ReferenceKey:
-    return mapping.visma_account, mapping.subaccount_dimension
-
-
 @dataclass
 class Connections:
     """Clients and per-run reads, shared by every company of the run; `unavailable` says why an account is out."""
@@ -76,7 +71,7 @@ class Connections:
     visma: dict[str, VismaNetClient] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)  # Visma.net account -> its block's tenant id
     nmbrs: dict[str, NmbrsClient] = field(default_factory=dict)
-    references: dict[ReferenceKey, AdministrationReference] = field(default_factory=dict)
+    references: References = field(default_factory=References)  # each tenant's, read on first need
     nmbrs_companies: dict[str, dict[int, NmbrsCompany]] = field(default_factory=dict)
     unavailable: dict[tuple[str, str], tuple[Status, Refusal]] = field(default_factory=dict)
 
@@ -88,29 +83,13 @@ class Connections:
                 logger.debug("closing a client failed: %s", exc)
 
     def problem(self, mapping: AdministrationMapping, nmbrs_account: str | None) -> tuple[Status, Refusal] | None:
-        account, dimension = reference_key(mapping)
-        for key in (("visma", account), ("reference", f"{account}/{dimension}")):
-            if key in self.unavailable:
-                return self.unavailable[key]
+        if ("visma", mapping.visma_account) in self.unavailable:
+            return self.unavailable[("visma", mapping.visma_account)]
         if nmbrs_account is not None:
             for key in (("nmbrs", nmbrs_account), ("nmbrs-companies", nmbrs_account)):
                 if key in self.unavailable:
                     return self.unavailable[key]
         return None
-
-    def reference_failed(self, key: ReferenceKey, exc: BaseException) -> tuple[Status, Refusal]:
-        """Remember (for the rest of the run) that a tenant's reference could not be read; the status and why."""
-        account, dimension = key
-        failure = (
-            Status.FAILED,
-            Refusal(
-                code="not_authorised",
-                message=f"Visma.net account '{account}': reading financial periods, accounts and "
-                f"dimension {dimension} failed: {exc}",
-            ),
-        )
-        self.unavailable[("reference", f"{account}/{dimension}")] = failure
-        return failure
 
 
 def _failure(system: str, account: str, exc: BaseException) -> tuple[Status, Refusal]:

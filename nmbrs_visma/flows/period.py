@@ -1,17 +1,19 @@
 """One payroll period of a run, as a pipeline: read ahead, and post each administration as soon as it is ready.
 
-Per company: its tenant's reference data (read once per run, on first need) -> its runs and journals from Nmbrs,
-checked and built (one task: tasks/prepare.py) -> once every company of its administration is planned, one
-posting task for the administration. Reads run in the `read` lane and postings in the `post` lane,
-each with up to `workers` tasks in flight (flows/lanes.py): a slow Nmbrs document never holds a Visma.net
-posting slot, and the first administrations post while later companies are still being read.
+Per company, one preparation task (tasks/prepare.py): its tenant's reference data (read once per run), its runs
+and journals from Nmbrs, checked and built. Once every company of an administration is prepared, one posting
+task for the administration. Preparations run in the `read` lane and postings in the `post` lane, each with
+up to `workers` tasks in flight (flows/lanes.py): a slow Nmbrs document never holds a Visma.net posting slot,
+and the first administrations post while later companies are still being read. In the run's last period, an
+administration's status artifact is published the moment it is done (`StatusBoard`).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from nmbrs_visma.flows.connections import Connections, ReferenceKey, Selection, reference_key
+from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.flows.lanes import Lanes
 from nmbrs_visma.journals.models import AdministrationMapping, Refusal
 from nmbrs_visma.payroll_period import PayrollPeriod
@@ -29,9 +31,9 @@ from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
 from nmbrs_visma.tasks.posting import Posting, post_administration
-from nmbrs_visma.tasks.prepare import plan_or_fail, prepare_company
-from nmbrs_visma.tasks.reference import read_reference
-from nmbrs_visma.tasks.report import PayloadFile, publish_administration_status, write_payload
+from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, prepare_company
+from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
+from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
 
 AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
 
@@ -40,20 +42,33 @@ def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
     return mapping.visma_account, mapping.branch, mapping.ledger
 
 
-@dataclass
 class StatusBoard:
-    """Each administration's rows over the whole run, published as its keyed status artifact the moment its
-    last period is done, while other administrations still post (not all at the end: at hundreds of
-    administrations that was a long serial tail)."""
+    """Each administration's rows over the whole run; its keyed status artifact is published in the background
+    the moment its last period is done, while others still post (all of them at the end of a run of hundreds
+    of administrations was a long serial tail). `close()` waits for what is queued."""
 
-    title: str
-    rows: dict[str, list[StatusRow]] = field(default_factory=lambda: defaultdict(list))
-    published: set[str] = field(default_factory=set)
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.rows: dict[str, list[StatusRow]] = defaultdict(list)
+        self.published: set[str] = set()
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-artifacts")
 
     def add(self, rows: Sequence[StatusRow]) -> None:
         for row in rows:
             if row.administration:
                 self.rows[row.administration].append(row)
+
+    def publish(self, administration: str) -> None:
+        """Queue the administration's artifact with its rows so far (again, if two groups share it)."""
+        self.published.add(administration)
+        rows = list(self.rows[administration])
+        context = contextvars.copy_context()  # the flow run's: the artifact belongs to it
+        self._publisher.submit(
+            context.run, partial(publish_administration, administration, rows, title=self.title, dry_run=False)
+        )
+
+    def close(self) -> None:
+        self._publisher.shutdown(wait=True)
 
 
 class PeriodRun:
@@ -83,8 +98,7 @@ class PeriodRun:
         self.lanes = Lanes(read=workers, post=workers)
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # every planned posting (a dry run previews them)
-        self._awaiting_reference: dict[ReferenceKey, list[int]] = {}
-        self._unplanned: Counter[AdministrationGroup] = Counter()
+        self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet
         self._ready: dict[AdministrationGroup, list[Posting]] = defaultdict(list)
         self._posting: Counter[AdministrationGroup] = Counter()  # posting tasks not finished yet
         self._administrations: dict[AdministrationGroup, set[str]] = defaultdict(set)
@@ -109,65 +123,42 @@ class PeriodRun:
                 self._unplanned[administration_group(mapping)] += 1
                 ready.append(company)
         for company in ready:  # counted first: an administration is complete only when all its companies are
-            self._after_reference(company, self.selection.mappings[company])
+            self._prepare(company)
         self.lanes.run()
 
-    # -- reference, journals, plan, posting: each step queues the next ---------------------------------------
+    # -- prepare, post, publish: each step queues the next -----------------------------------------------------
 
-    def _after_reference(self, company: int, mapping: AdministrationMapping) -> None:
-        key = reference_key(mapping)
-        if key in self.connections.references:
-            self._prepare(company)
-        elif key in self._awaiting_reference:
-            self._awaiting_reference[key].append(company)
-        else:
-            self._awaiting_reference[key] = [company]
-            account, dimension = key
-            submit = partial(
-                read_reference.submit,
-                account,
-                self.connections.visma[account],
-                self.connections.tenants.get(account, ""),
-                dimension,
-            )
-            self.lanes.add("read", submit, partial(self._reference_read, key))
-
-    def _reference_read(self, key: ReferenceKey, future: PrefectFuture[Any]) -> None:
-        waiting = self._awaiting_reference.pop(key)
-        try:
-            self.connections.references[key] = future.result()
-        except Exception as exc:
-            status, refusal = self.connections.reference_failed(key, exc)
-            for company in waiting:
-                self._add(company, [refused_row(company, [refusal], period=self.period, status=status)])
-                self._planned(company, [])
-            return
-        for company in waiting:
-            self._prepare(company, first=True)
-
-    def _prepare(self, company: int, *, first: bool = False) -> None:
+    def _prepare(self, company: int) -> None:
         mapping = self.selection.mappings[company]
-        reference = self.connections.references[reference_key(mapping)]
-        if self.journal_file is not None:
+        account = mapping.visma_account
+        if self.journal_file is not None:  # one company, its journal in a file: prepared right here
+            try:
+                reference = self.connections.references.get(
+                    reference_key(mapping), self.connections.visma[account], self.connections.tenants.get(account, "")
+                )
+            except ReferenceUnavailable as exc:
+                self._unavailable(company, exc)
+                return
             journals = file_journals(self.journal_file, company, self.period)
             self._prepared(company, plan_or_fail(journals, mapping, reference, self.period))
             return
-        account = self._nmbrs_account(company)
-        assert account is not None
-        submit = partial(
-            prepare_company.submit,
-            company,
-            self._nmbrs_company(company),
-            self.connections.nmbrs[account],
-            self.period,
-            mapping,
-            quote(reference),  # not walked by Prefect for futures: hundreds of accounts, every task run
+        nmbrs_account = self._nmbrs_account(company)
+        assert nmbrs_account is not None
+        sources = CompanySources(
+            nmbrs=self.connections.nmbrs[nmbrs_account],
+            visma=self.connections.visma[account],
+            tenant_id=self.connections.tenants.get(account, ""),
+            references=self.connections.references,
         )
-        self.lanes.add("read", submit, partial(self._read_and_planned, company), first=first)
+        submit = partial(prepare_company.submit, company, self._nmbrs_company(company), self.period, mapping, sources)
+        self.lanes.add("read", submit, partial(self._read_and_planned, company))
 
     def _read_and_planned(self, company: int, future: PrefectFuture[Any]) -> None:
         try:
             plan: CompanyPlan = future.result()
+        except ReferenceUnavailable as exc:
+            self._unavailable(company, exc)
+            return
         except Exception as exc:  # planning failures come back as rows: this is the read from Nmbrs
             reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
             self._add(company, [self._failed(company, reason)])
@@ -175,12 +166,16 @@ class PeriodRun:
             return
         self._prepared(company, plan)
 
+    def _unavailable(self, company: int, exc: ReferenceUnavailable) -> None:
+        self._add(company, [refused_row(company, [exc.refusal], period=self.period, status=Status.FAILED)])
+        self._planned(company, [])
+
     def _prepared(self, company: int, plan: CompanyPlan) -> None:
         self._add(company, plan.rows)
         self._planned(company, plan.postings)
 
     def _planned(self, company: int, postings: list[Posting]) -> None:
-        """Count the company as planned; the last company of an administration sends it to posting."""
+        """Count the company as prepared; the last company of an administration sends it to posting."""
         group = administration_group(self.selection.mappings[company])
         self.postings.extend(postings)
         self._ready[group].extend(postings)
@@ -220,14 +215,11 @@ class PeriodRun:
         self._maybe_done(group)
 
     def _maybe_done(self, group: AdministrationGroup) -> None:
-        """Once an administration is planned and posted in the run's last period, publish its status."""
+        """Once an administration is prepared and posted in the run's last period, publish its status."""
         if self._unplanned[group] or self._posting[group] or self.board is None or not self.last_period:
             return
-        for administration in sorted(self._administrations.pop(group, set())):  # again if two groups share one
-            self.board.published.add(administration)
-            rows = list(self.board.rows[administration])
-            submit = partial(publish_administration_status.submit, administration, quote(rows), self.board.title)
-            self.lanes.add("post", submit, _ignore, first=True)
+        for administration in sorted(self._administrations.pop(group, set())):
+            self.board.publish(administration)
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -249,10 +241,6 @@ class PeriodRun:
 
     def _failed(self, company: int, reason: str) -> StatusRow:
         return StatusRow(company=company, period=self.period.period_id, status=Status.FAILED, reason=reason)
-
-
-def _ignore(future: PrefectFuture[Any]) -> None:
-    """A status artifact is a view: its task logs its own problems, and the run goes on regardless."""
 
 
 def preview(

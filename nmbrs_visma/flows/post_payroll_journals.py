@@ -89,6 +89,8 @@ def run_periods(
                 files.extend(preview_files)
     finally:
         connections.close()
+        if board is not None:
+            board.close()  # the status artifacts still queued
     rows = sort_rows([*selection.rows, *rows])
     publish_results(rows, title=title, run_key=run_key, dry_run=dry_run, published=board.published if board else set())
     if dry_run:

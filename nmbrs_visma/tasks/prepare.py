@@ -1,4 +1,4 @@
-"""Prepare one company's period: its journals from Nmbrs, checked and built into postings, in one task.
+"""Prepare one company's period: its tenant's reference, its journals from Nmbrs, checked and built, in one task.
 
 Why one task: reading and planning are the company's unit of retry and of visibility, and planning in the
 worker keeps the flow's own thread free to schedule (it runs the lanes of flows/period.py). Everything here
@@ -7,6 +7,7 @@ reads or computes, nothing writes, so Prefect may retry it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prefect import task
@@ -17,9 +18,22 @@ from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.plan import CompanyPlan, plan_company
+from nmbrs_visma.tasks.reference import References, reference_key
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
+    from nmbrs_visma.clients.visma_net import VismaNetClient
+
+
+@dataclass(frozen=True)
+class CompanySources:
+    """Where a company's preparation reads from: its Nmbrs account's client, its Visma.net account's client and
+    tenant, and the run's shared reference data."""
+
+    nmbrs: NmbrsClient
+    visma: VismaNetClient
+    tenant_id: str
+    references: References
 
 
 def plan_or_fail(
@@ -45,11 +59,12 @@ def plan_or_fail(
 def prepare_company(
     company_number: int,
     company: NmbrsCompany,
-    client: NmbrsClient,
     period: PayrollPeriod,
     mapping: AdministrationMapping,
-    reference: AdministrationReference,
+    sources: CompanySources,
 ) -> CompanyPlan:
-    """The company's runs of `period` from Nmbrs, their journals checked and built: rows and postings."""
-    journals = extract_journals(company_number, company, client, period, mapping_journal_kind(mapping))
+    """The company's tenant reference (read once per run), its runs of `period` from Nmbrs, their journals
+    checked and built: rows and postings. `ReferenceUnavailable` when the tenant's reference cannot be read."""
+    reference = sources.references.get(reference_key(mapping), sources.visma, sources.tenant_id)
+    journals = extract_journals(company_number, company, sources.nmbrs, period, mapping_journal_kind(mapping))
     return plan_or_fail(journals, mapping, reference, period)

@@ -15,9 +15,7 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.results import StatusRow, artifact_key, markdown_table, sort_rows, summary, table_artifact_rows
 
@@ -92,18 +90,6 @@ def publish_administration(administration: str, rows: Sequence[StatusRow], *, ti
         )
     except Exception as exc:
         logger.warning("could not create the status artifact of %s: %s", administration, exc)
-
-
-@task(
-    name="publish-administration-status",
-    task_run_name="status-{administration}",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-def publish_administration_status(administration: str, rows: list[StatusRow], title: str) -> None:
-    """Publish an administration's status as soon as its run is complete, while others still post (one
-    artifact per administration at the end of a big run is a long serial tail)."""
-    publish_administration(administration, rows, title=title, dry_run=False)
 
 
 def publish_payloads(files: Sequence[PayloadFile], *, title: str, run_key: str) -> None:
