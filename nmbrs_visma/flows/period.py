@@ -97,7 +97,7 @@ class PeriodRun:
         self.last_period = last_period
         self.lanes = Lanes(read=workers, post=workers)
         self.rows: list[StatusRow] = []
-        self.postings: list[Posting] = []  # every planned posting (a dry run previews them)
+        self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
         self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet
         self._ready: dict[AdministrationGroup, list[Posting]] = defaultdict(list)
         self._posting: Counter[AdministrationGroup] = Counter()  # posting tasks not finished yet
@@ -177,7 +177,8 @@ class PeriodRun:
     def _planned(self, company: int, postings: list[Posting]) -> None:
         """Count the company as prepared; the last company of an administration sends it to posting."""
         group = administration_group(self.selection.mappings[company])
-        self.postings.extend(postings)
+        if not self.post:  # kept for the preview only: a posting run lets each payload go once it is sent
+            self.postings.extend(postings)
         self._ready[group].extend(postings)
         self._unplanned[group] -= 1
         if self._unplanned[group] == 0:
