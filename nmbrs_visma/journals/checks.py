@@ -64,10 +64,7 @@ def facts_by_run(aggregated: pd.DataFrame) -> dict[str, LineFacts]:
     work = aggregated.assign(order=order)
     facts: dict[str, LineFacts] = {run_id: LineFacts() for run_id in pd.unique(work[RUN_COLUMN])}
     for column, attribute in (("account", "accounts"), ("cost_center", "cost_center"), ("cost_unit", "cost_unit")):
-        present = work if column == "account" else work[work[column] != ""]
-        firsts = present.groupby([RUN_COLUMN, column], sort=False, observed=True)["order"].min()
-        runs, values = (firsts.index.get_level_values(level).tolist() for level in (0, 1))
-        for run_id, value, ref in zip(runs, values, _refs(firsts.to_numpy()), strict=True):
+        for run_id, value, ref in _first_lines(work, column, order, skip_empty=column != "account"):
             getattr(facts[run_id], attribute)[value] = ref
     by_period = work.groupby([RUN_COLUMN, "period_id"], sort=True, observed=True)
     totals, firsts = by_period[["debit_cents", "credit_cents"]].sum(), by_period["order"].min()
@@ -78,6 +75,39 @@ def facts_by_run(aggregated: pd.DataFrame) -> dict[str, LineFacts]:
     ):
         facts[run_id].periods[period_id] = PeriodTotals(debit, credit, ref)
     return facts
+
+
+def _first_lines(
+    work: pd.DataFrame, column: str, order: np.ndarray, *, skip_empty: bool
+) -> list[tuple[str, str, LineRef]]:
+    """(run, value, first line) per distinct (run, value) of `column`, in order of first appearance.
+
+    On the aggregated frame's categorical keys this is integer work in numpy (a pandas groupby per column
+    cost more than the checks themselves on a run's few hundred rows); other frames take the groupby.
+    """
+    runs, values = work[RUN_COLUMN], work[column]
+    if not (isinstance(runs.dtype, pd.CategoricalDtype) and isinstance(values.dtype, pd.CategoricalDtype)):
+        present = work[values != ""] if skip_empty else work
+        firsts = present.groupby([RUN_COLUMN, column], sort=False, observed=True)["order"].min()
+        run_ids, found = (firsts.index.get_level_values(level).tolist() for level in (0, 1))
+        return list(zip(run_ids, found, _refs(firsts.to_numpy()), strict=True))
+    run_codes = runs.cat.codes.to_numpy().astype(np.int64)
+    value_codes = values.cat.codes.to_numpy().astype(np.int64)
+    categories = values.cat.categories
+    keep = np.ones(len(work), dtype=bool)
+    if skip_empty and "" in categories:
+        keep = value_codes != categories.get_loc("")
+    width = len(categories) + 1
+    keys = run_codes[keep] * width + value_codes[keep]
+    unique, first_row, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    lowest = np.full(len(unique), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(lowest, inverse.reshape(-1), order[keep])
+    appearance = np.argsort(first_row, kind="stable")
+    run_names, value_names = runs.cat.categories, categories
+    return [
+        (run_names[unique[group] // width], value_names[unique[group] % width], ref)
+        for group, ref in zip(appearance.tolist(), _refs(lowest[appearance]), strict=True)
+    ]
 
 
 def _refs(orders: np.ndarray) -> list[LineRef]:
