@@ -14,6 +14,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from nmbrs_visma.blocks.listing import read_named_blocks
+from nmbrs_visma.blocks.schema import CachedJsonSchema
 from nmbrs_visma.journals.models import AdministrationMapping, ClosedPeriodPolicy, DimensionSetting, Refusal
 
 
@@ -22,7 +23,7 @@ def mapping_block_name(company: int) -> str:
     return f"company-{company}"
 
 
-class AdministrationMappingBlock(Block):
+class AdministrationMappingBlock(CachedJsonSchema, Block):
     """One Nmbrs company mapped to one Visma.net administration (tenant, branch, ledger) and its dimensions."""
 
     _block_type_name = "Nmbrs to Visma.net Administration Mapping"

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
+from nmbrs_visma.blocks.schema import CachedJsonSchema
+
 _STORE_LOCK = threading.Lock()  # one client may be shared by a thread pool; keep the fields and the save together
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
@@ -24,7 +26,7 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class OAuthAccount(CredentialsBlock):
+class OAuthAccount(CachedJsonSchema, CredentialsBlock):
     """An OAuth 2.0 client registration plus the tokens it holds (abstract: use a concrete account block)."""
 
     _block_type_name: ClassVar[str | None] = None
