@@ -45,6 +45,31 @@ def test_record_round_trips_an_entry_exactly(tmp_path: Path) -> None:
     assert [entry.key for entry in PostingRecord(tmp_path).entries()] == ["a" * 20]
 
 
+def test_records_keep_prefects_result_record_layout_both_ways(tmp_path: Path) -> None:
+    """Records written before (through Prefect's ResultStore) still read, and Prefect reads today's."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+    from prefect.serializers import JSONSerializer
+
+    from nmbrs_visma.posting_record import storage_key
+
+    record = PostingRecord(tmp_path)
+    store = ResultStore(
+        result_storage=LocalFileSystem(basepath=str(record.records_dir)),
+        serializer=JSONSerializer(),
+        cache_result_in_memory=False,
+    )
+    old = _entry("d" * 20, PostingState.SENT, batch_number="000007")
+    store.write(old.model_dump(mode="json"), key=storage_key(old.key))
+    assert record.get(old.key) == old
+
+    new = _entry("e" * 20, PostingState.INTENT)
+    with record.holding([new.key]) as holder:
+        record.put(new, holder)
+    assert PostingEntry.model_validate(store.read(storage_key(new.key)).result) == new
+    assert sorted(path.name.startswith(".") for path in record.records_dir.iterdir()) == [False, False]
+
+
 def test_a_write_without_the_lock_is_refused_while_another_holder_has_it(tmp_path: Path) -> None:
     record = PostingRecord(tmp_path)
     with record.holding(["b" * 20]), pytest.raises(RuntimeError, match="locked by another holder"):
