@@ -30,6 +30,12 @@ class Lanes:
         self._running = dict.fromkeys(limits, 0)
         self._finished: queue.SimpleQueue[tuple[str, PrefectFuture[Any], Then]] = queue.SimpleQueue()
         self.most_in_flight = dict.fromkeys(limits, 0)  # for tests and benchmarks: the limits held
+        self._feeds: dict[str, tuple[str, int]] = {}
+
+    def feed(self, lane: str, target: str, *, queued: int) -> None:
+        """Start `lane`'s work only while fewer than `queued` tasks wait in `target`'s queue: read ahead as far as
+        posting needs, not further (work done too early only competes with the work in flight for the CPU)."""
+        self._feeds[lane] = (target, queued)
 
     def add(self, lane: str, submit: Submit, then: Then, *, first: bool = False) -> None:
         """Queue `submit` (which submits one task and returns its future); `then` gets the finished future.
@@ -52,11 +58,23 @@ class Lanes:
             self._running[lane] -= 1
             then(future)
 
+    def waiting(self, lane: str) -> int:
+        """Tasks queued in `lane`, not started yet."""
+        return len(self._waiting[lane])
+
     def _start(self) -> None:
-        for lane, waiting in self._waiting.items():
-            while waiting and self._running[lane] < self._limits[lane]:
-                submit, then = waiting.popleft()
-                future = submit()
-                self._running[lane] += 1
-                self.most_in_flight[lane] = max(self.most_in_flight[lane], self._running[lane])
-                future.add_done_callback(lambda done, lane=lane, then=then: self._finished.put((lane, done, then)))
+        started = True
+        while started:  # starting one lane's work may let a lane it feeds start too
+            started = False
+            for lane, waiting in self._waiting.items():
+                while waiting and self._running[lane] < self._limits[lane] and self._fed(lane):
+                    submit, then = waiting.popleft()
+                    future = submit()
+                    self._running[lane] += 1
+                    self.most_in_flight[lane] = max(self.most_in_flight[lane], self._running[lane])
+                    future.add_done_callback(lambda done, lane=lane, then=then: self._finished.put((lane, done, then)))
+                    started = True
+
+    def _fed(self, lane: str) -> bool:
+        target, queued = self._feeds.get(lane, (lane, 0))
+        return target == lane or len(self._waiting[target]) < queued

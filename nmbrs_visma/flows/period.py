@@ -96,6 +96,7 @@ class PeriodRun:
         self.board = board
         self.last_period = last_period
         self.lanes = Lanes(read=workers, post=workers)
+        self.lanes.feed("read", "post", queued=workers)
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
         self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet

@@ -82,6 +82,31 @@ def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work_ahead(
     assert threads == {threading.get_ident()}
 
 
+@pytest.mark.parametrize("fed", [False, True])
+def test_a_fed_lane_reads_ahead_only_as_far_as_its_target_needs(fed: bool) -> None:
+    """Each read queues a post; fed, reading stops while a post already waits, so work is not done early."""
+    lanes = Lanes(read=4, post=1)
+    if fed:
+        lanes.feed("read", "post", queued=1)
+    most_waiting = [0]
+    posted = Counter[str]()
+
+    def after_read(job: Job) -> None:
+        lanes.add("post", lambda: Job(pool, meter.work("post", 0.01)), lambda job: posted.update([job.result()]))
+        most_waiting[0] = max(most_waiting[0], lanes.waiting("post"))
+
+    meter = Meter()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(30):
+            lanes.add("read", lambda: Job(pool, meter.work("read", 0.0)), after_read)
+        lanes.run()
+    assert posted == Counter(post=30)
+    if fed:
+        assert most_waiting[0] <= 1 + 4  # the one allowed, plus reads already running when it filled
+    else:
+        assert most_waiting[0] > 10
+
+
 def test_a_lane_needs_room_for_one_task() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Lanes(read=0)
