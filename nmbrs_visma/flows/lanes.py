@@ -37,16 +37,9 @@ class Lanes:
         posting needs, not further (work done too early only competes with the work in flight for the CPU)."""
         self._feeds[lane] = (target, queued)
 
-    def add(self, lane: str, submit: Submit, then: Then, *, first: bool = False) -> None:
-        """Queue `submit` (which submits one task and returns its future); `then` gets the finished future.
-
-        `first` puts it ahead of the lane's queue: work that finishes something already started (a company's
-        journals once its tenant's reference is read) goes before starting more.
-        """
-        if first:
-            self._waiting[lane].appendleft((submit, then))
-        else:
-            self._waiting[lane].append((submit, then))
+    def add(self, lane: str, submit: Submit, then: Then) -> None:
+        """Queue `submit` (which submits one task and returns its future); `then` gets the finished future."""
+        self._waiting[lane].append((submit, then))
 
     def run(self) -> None:
         """Start what the limits allow; hand each finished task to its callback, in the order they finish."""
@@ -77,4 +70,4 @@ class Lanes:
 
     def _fed(self, lane: str) -> bool:
         target, queued = self._feeds.get(lane, (lane, 0))
-        return target == lane or len(self._waiting[target]) < queued
+        return target == lane or self.waiting(target) < queued

@@ -60,7 +60,7 @@ def test_each_lane_keeps_to_its_limit_and_every_task_runs() -> None:
     assert lanes.most_in_flight == {"read": 3, "post": 2}
 
 
-def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work_ahead() -> None:
+def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work() -> None:
     lanes = Lanes(read=1)
     order: list[str] = []
     threads: set[int] = set()
@@ -69,8 +69,8 @@ def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work_ahead(
         def record(job: Job) -> None:
             threads.add(threading.get_ident())
             order.append(name)
-            if name == "a":  # a's follow-up jumps the queue: b and c wait
-                lanes.add("read", lambda: Job(pool, lambda: None), then("a2"), first=True)
+            if name == "a":  # a's follow-up joins the lane's queue, behind b and c
+                lanes.add("read", lambda: Job(pool, lambda: None), then("a2"))
 
         return record
 
@@ -78,7 +78,7 @@ def test_callbacks_run_in_the_callers_thread_and_may_queue_follow_up_work_ahead(
         for name in "abc":
             lanes.add("read", lambda: Job(pool, lambda: None), then(name))
         lanes.run()
-    assert order == ["a", "a2", "b", "c"]
+    assert order == ["a", "b", "c", "a2"]
     assert threads == {threading.get_ident()}
 
 
