@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,44 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class CpuClock:
+    """CPU seconds spent by this process, the emulators' process and the other children (the Prefect test
+    server), read from /proc: on a 2-core machine the three share the cores, so this says who is busy."""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, emulators_pid: int) -> None:
+        self.emulators_pid = emulators_pid
+
+    @classmethod
+    def _cpu(cls, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / cls.TICKS  # utime, stime
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        found: list[int] = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        return found
+
+    def read(self) -> Counter[str]:
+        me = os.getpid()
+        seconds: Counter[str] = Counter({"pipeline process": self._cpu(me)})
+        pending = self._children(me)
+        while pending:
+            pid = pending.pop()
+            owner = "emulators" if pid == self.emulators_pid else "prefect server and others"
+            seconds[owner] += self._cpu(pid)
+            pending += self._children(pid)
+        return seconds
 
 
 class Sampler:
@@ -139,6 +177,7 @@ class Phase:
     tokens: int
     rss_start: float = 0.0
     rss_peak: float = 0.0
+    cpu: Counter[str] = field(default_factory=Counter)
 
 
 class Bench:
@@ -199,10 +238,13 @@ class Bench:
         self.fresh_visma(create_latency, read_latency)
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
         sampler = Sampler()
+        clock = CpuClock(self.emulators.pid)
         with PeakRss() as memory, sampler if self.args.profile else contextlib.nullcontext():
+            cpu = clock.read()
             started = time.perf_counter()
             rows = post_payroll_journals(period=e2e_world.PERIOD)
             wall = time.perf_counter() - started
+            cpu = clock.read() - cpu
         for owner, name, original, spent in stages:
             setattr(owner, name, original)
             print(f"  stage {name:<18} {spent[0]:8.2f}s ({label})")
@@ -221,17 +263,20 @@ class Bench:
                 f"pipeline did not post everything once: {dict(statuses)}, ledger {stats.booked}\n"
                 + "\n".join(problems[:10])
             )
-        return Phase("pipeline", wall, stats.requests, stats.tokens, memory.start, memory.peak)
+        return Phase("pipeline", wall, stats.requests, stats.tokens, memory.start, memory.peak, cpu)
 
     def bare(self, create_latency: float, read_latency: float) -> Phase:
         url = self.fresh_visma(create_latency, read_latency)
+        clock = CpuClock(self.emulators.pid)
+        cpu = clock.read()
         started = time.perf_counter()
         asyncio.run(bare_post(url, self.prebuilt, self.args.workers))
         wall = time.perf_counter() - started
+        cpu = clock.read() - cpu
         stats = self.emulators.stats()
         if stats.booked != 3 * self.args.admins:
             raise SystemExit(f"bare run booked {stats.booked}, expected {3 * self.args.admins}")
-        return Phase("bare", wall, stats.requests, stats.tokens)
+        return Phase("bare", wall, stats.requests, stats.tokens, cpu=cpu)
 
     def stop(self) -> None:
         if self.emulators is not None:
@@ -304,6 +349,9 @@ def report(label: str, pipeline: Phase, bare: Phase, admins: int) -> float:
         print(f"    {kind:<28} {count / admins:6.2f} per administration  {count / admins / 3:6.2f} per period")
     bare_requests = sum(bare.requests.values()) / admins
     print(f"  bare requests per administration: {bare_requests:.2f} (+ {bare.tokens / admins:.2f} token)")
+    for phase in (pipeline, bare):
+        spent = ", ".join(f"{owner} {seconds / admins * 1000:.0f} ms" for owner, seconds in sorted(phase.cpu.items()))
+        print(f"  {phase.name} CPU per administration: {spent}")
     growth = pipeline.rss_peak - pipeline.rss_start
     print(
         f"  pipeline RSS {pipeline.rss_start:.0f} MB -> peak {pipeline.rss_peak:.0f} MB "

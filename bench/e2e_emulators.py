@@ -80,6 +80,10 @@ class Emulators:
         self._process = context.Process(target=_serve, args=(child,), name="e2e-emulators", daemon=True)
         self._process.start()
 
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid or 0)
+
     def _ask(self, command: str, **arguments: Any) -> Any:
         self._pipe.send((command, arguments))
         return self._pipe.recv()

@@ -12,14 +12,22 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx2
 from pydantic import BaseModel, ConfigDict
 
-from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiClient, ApiError, RetryPolicy, Sender, tls_context
+from nmbrs_visma.clients.http import (
+    VISMA_NET_ERRORS,
+    ApiClient,
+    ApiError,
+    RetryPolicy,
+    Sender,
+    at_once,
+    tls_context,
+)
 from nmbrs_visma.clients.visma_connect import (
     DEFAULT_AUTHORIZE_URL,
     DEFAULT_TOKEN_URL,
@@ -173,16 +181,12 @@ class VismaNetClient(ApiClient):
 
         The three reads are independent, so they go out at once: one read's latency, not three.
         """
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="visma-reference") as pool:
-            periods = pool.submit(self.financial_periods)
-            accounts = pool.submit(self.accounts)
-            segments = pool.submit(self.subaccount_segments, dimension_id)
-            return AdministrationReference(
-                tenant_id=self.auth.tenant_id or "",
-                periods=periods.result(),
-                accounts=accounts.result(),
-                segments=segments.result(),
-            )
+        periods, accounts, segments = at_once(
+            [self.financial_periods, self.accounts, partial(self.subaccount_segments, dimension_id)]
+        )
+        return AdministrationReference(
+            tenant_id=self.auth.tenant_id or "", periods=periods, accounts=accounts, segments=segments
+        )
 
     # -- journal transactions v2 --
 

@@ -30,6 +30,7 @@ from nmbrs_visma.tasks.tokens import AccountNotAuthorised, System, TokenStatus, 
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
+    from nmbrs_visma.clients.visma_connect import VismaConnectAuth
     from nmbrs_visma.clients.visma_net import VismaNetClient
 
 logger = logging.getLogger(__name__)
@@ -76,11 +77,18 @@ class Connections:
     unavailable: dict[tuple[str, str], tuple[Status, Refusal]] = field(default_factory=dict)
 
     def close(self) -> None:
-        for client in [*self.visma.values(), *self.nmbrs.values()]:
-            try:
-                client.close()
-            except Exception as exc:  # closing is best effort
-                logger.debug("closing a client failed: %s", exc)
+        for account in list(self.visma):
+            self.release_visma(account)
+        for client in self.nmbrs.values():
+            _close(client)
+
+    def release_visma(self, account: str) -> None:
+        """Close `account`'s client and its auth (built for it from the block) once the run is done with them:
+        their connections and token go now, not at the end of a run of hundreds of accounts."""
+        client = self.visma.pop(account, None)
+        if client is not None:
+            _close(client)
+            _close(client.auth)
 
     def problem(self, mapping: AdministrationMapping, nmbrs_account: str | None) -> tuple[Status, Refusal] | None:
         if ("visma", mapping.visma_account) in self.unavailable:
@@ -90,6 +98,13 @@ class Connections:
                 if key in self.unavailable:
                     return self.unavailable[key]
         return None
+
+
+def _close(closable: VismaNetClient | NmbrsClient | VismaConnectAuth) -> None:
+    try:
+        closable.close()
+    except Exception as exc:  # closing is best effort
+        logger.debug("closing %r failed: %s", closable, exc)
 
 
 def _failure(system: str, account: str, exc: BaseException) -> tuple[Status, Refusal]:

@@ -1,9 +1,10 @@
-"""Lanes of Prefect tasks, each with its own limit of tasks in flight, driven from the flow's thread.
+"""Lanes of work, each with its own limit of work in flight, driven from the flow's thread.
 
 Why: with one pool and stages one after another, an administration waits for every company's journals
 before it posts, and a slow Nmbrs document holds a slot Visma.net posting could use. With lanes, reading
-(`read`) and posting (`post`) each keep up to their limit of tasks running, and the callback of a finished
-task (run in the flow's thread, so the flow's state needs no lock) queues the work it unlocks.
+(`read`) and posting (`post`) each keep up to their limit of work running, and the callback of finished work
+(run in the flow's thread, so the flow's state needs no lock) queues the work it unlocks. A lane's work is
+anything that returns a future: a Prefect task's `submit`, or a plain executor's.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from __future__ import annotations
 import queue
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from prefect.futures import PrefectFuture
 
-Submit = Callable[[], PrefectFuture[Any]]
-Then = Callable[[PrefectFuture[Any]], None]
+class Future(Protocol):
+    """What lanes need of a future: `PrefectFuture` and `concurrent.futures.Future` both fit."""
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
+Submit = Callable[[], Future]
+Then = Callable[[Any], None]
 
 
 class Lanes:
@@ -28,7 +36,7 @@ class Lanes:
         self._limits = limits
         self._waiting: dict[str, deque[tuple[Submit, Then]]] = {lane: deque() for lane in limits}
         self._running = dict.fromkeys(limits, 0)
-        self._finished: queue.SimpleQueue[tuple[str, PrefectFuture[Any], Then]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[tuple[str, Future, Then]] = queue.SimpleQueue()
         self.most_in_flight = dict.fromkeys(limits, 0)  # for tests and benchmarks: the limits held
         self._feeds: dict[str, tuple[str, int]] = {}
 
@@ -38,11 +46,11 @@ class Lanes:
         self._feeds[lane] = (target, queued)
 
     def add(self, lane: str, submit: Submit, then: Then) -> None:
-        """Queue `submit` (which submits one task and returns its future); `then` gets the finished future."""
+        """Queue `submit` (which starts one piece of work and returns its future); `then` gets the finished future."""
         self._waiting[lane].append((submit, then))
 
     def run(self) -> None:
-        """Start what the limits allow; hand each finished task to its callback, in the order they finish."""
+        """Start what the limits allow; hand each finished future to its callback, in the order they finish."""
         while True:
             self._start()
             if not any(self._running.values()):

@@ -1,11 +1,11 @@
 """One payroll period of a run, as a pipeline: read ahead, and post each administration as soon as it is ready.
 
-Per company, one preparation task (tasks/prepare.py): its tenant's reference data (read once per run), its runs
-and journals from Nmbrs, checked and built. Once every company of an administration is prepared, one posting
-task for the administration. Preparations run in the `read` lane and postings in the `post` lane, each with
-up to `workers` tasks in flight (flows/lanes.py): a slow Nmbrs document never holds a Visma.net posting slot,
-and the first administrations post while later companies are still being read. In the run's last period, an
-administration's status artifact is published the moment it is done (`StatusBoard`).
+Per company, one preparation (tasks/prepare.py) in one of the flow's reading threads: its tenant's reference
+data (read once per run), its runs and journals from Nmbrs, checked and built. Once every company of an
+administration is prepared, one posting task for the administration. Preparations run in the `read` lane and
+postings in the `post` lane, each with up to `workers` in flight (flows/lanes.py): a slow Nmbrs document never
+holds a Visma.net posting slot, and the first administrations post while later companies are still read. In
+the run's last period, an administration's status artifact is published the moment it is done (`StatusBoard`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
 from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, prepare_company
-from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
+from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
 
 AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
@@ -97,15 +97,24 @@ class PeriodRun:
         self.last_period = last_period
         self.lanes = Lanes(read=workers, post=workers)
         self.lanes.feed("read", "post", queued=workers)
+        self._readers = ThreadPoolExecutor(workers, thread_name_prefix="prepare")  # threads start on first use
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
         self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet
         self._ready: dict[AdministrationGroup, list[Posting]] = defaultdict(list)
         self._posting: Counter[AdministrationGroup] = Counter()  # posting tasks not finished yet
         self._administrations: dict[AdministrationGroup, set[str]] = defaultdict(set)
+        self._reading: Counter[ReferenceKey] = Counter()  # companies not prepared yet, per tenant reference
+        self._open_groups: Counter[str] = Counter()  # administrations not done yet, per Visma.net account
         self._flow_run_id = str(flow_run.get_id() or "") or None
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._readers.shutdown(wait=True)
+
+    def _run(self) -> None:
         ready: list[int] = []
         for company, mapping in sorted(self.selection.mappings.items()):
             problem = self.connections.problem(mapping, self._nmbrs_account(company))
@@ -124,6 +133,10 @@ class PeriodRun:
                 self._unplanned[administration_group(mapping)] += 1
                 ready.append(company)
         for company in ready:  # counted first: an administration is complete only when all its companies are
+            self._reading[reference_key(self.selection.mappings[company])] += 1
+        for group in self._unplanned:
+            self._open_groups[group[0]] += 1
+        for company in ready:
             self._prepare(company)
         self.lanes.run()
 
@@ -151,10 +164,12 @@ class PeriodRun:
             tenant_id=self.connections.tenants.get(account, ""),
             references=self.connections.references,
         )
-        submit = partial(prepare_company.submit, company, self._nmbrs_company(company), self.period, mapping, sources)
+        prepare = partial(prepare_company, company, self._nmbrs_company(company), self.period, mapping, sources)
+        context = contextvars.copy_context()  # the flow run's, as a task's would be
+        submit = partial(self._readers.submit, context.run, prepare)
         self.lanes.add("read", submit, partial(self._read_and_planned, company))
 
-    def _read_and_planned(self, company: int, future: PrefectFuture[Any]) -> None:
+    def _read_and_planned(self, company: int, future: Future[CompanyPlan]) -> None:
         try:
             plan: CompanyPlan = future.result()
         except ReferenceUnavailable as exc:
@@ -177,7 +192,11 @@ class PeriodRun:
 
     def _planned(self, company: int, postings: list[Posting]) -> None:
         """Count the company as prepared; the last company of an administration sends it to posting."""
-        group = administration_group(self.selection.mappings[company])
+        mapping = self.selection.mappings[company]
+        self._reading[reference_key(mapping)] -= 1
+        if self.last_period and self._reading[reference_key(mapping)] == 0:
+            self.connections.references.forget(reference_key(mapping))
+        group = administration_group(mapping)
         if not self.post:  # kept for the preview only: a posting run lets each payload go once it is sent
             self.postings.extend(postings)
         self._ready[group].extend(postings)
@@ -217,11 +236,16 @@ class PeriodRun:
         self._maybe_done(group)
 
     def _maybe_done(self, group: AdministrationGroup) -> None:
-        """Once an administration is prepared and posted in the run's last period, publish its status."""
-        if self._unplanned[group] or self._posting[group] or self.board is None or not self.last_period:
+        """Once an administration is prepared and posted in the run's last period, publish its status, and close
+        its account's client when the account's last administration is done (memory stays flat in accounts)."""
+        if self._unplanned[group] or self._posting[group] or not self.last_period:
             return
-        for administration in sorted(self._administrations.pop(group, set())):
-            self.board.publish(administration)
+        self._open_groups[group[0]] -= 1
+        if self._open_groups[group[0]] == 0:
+            self.connections.release_visma(group[0])
+        if self.board is not None:
+            for administration in sorted(self._administrations.pop(group, set())):
+                self.board.publish(administration)
 
     # -- helpers ---------------------------------------------------------------------------------------------
 

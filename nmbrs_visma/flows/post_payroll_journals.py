@@ -38,8 +38,8 @@ def max_workers() -> int:
 
 
 def task_threads() -> int:
-    """The flow's thread pool: room for both lanes (reading and posting) at their limits."""
-    return 2 * max_workers()
+    """The flow's task runner threads: the `post` lane at its limit (the `read` lane has threads of its own)."""
+    return max_workers()
 
 
 # -- the flow -----------------------------------------------------------------------------------------------

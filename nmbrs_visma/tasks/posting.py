@@ -17,15 +17,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
+from nmbrs_visma.clients.http import ApiError, ServerError, TransportError, at_once
 from nmbrs_visma.journals.keys import extract_key
 from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
@@ -155,10 +155,8 @@ class AdministrationPoster:
             except ApiError as exc:
                 return exc
 
-        if len(period_ids) <= 1:
-            return {period_id: listing(period_id) for period_id in period_ids}
-        with ThreadPoolExecutor(min(len(period_ids), LISTINGS_AT_ONCE), thread_name_prefix="visma-look-up") as pool:
-            return dict(zip(period_ids, pool.map(listing, period_ids), strict=True))
+        listed = at_once([partial(listing, period_id) for period_id in period_ids], most=LISTINGS_AT_ONCE)
+        return dict(zip(period_ids, listed, strict=True))
 
     def _listing(self, period_id: str) -> dict[str, JournalTransactionSummary]:
         """The period's GL transactions (one listing, all pages), by the posting key their description carries."""

@@ -1,17 +1,16 @@
-"""Prepare one company's period: its tenant's reference, its journals from Nmbrs, checked and built, in one task.
+"""Prepare one company's period: its tenant's reference, its journals from Nmbrs, checked and built.
 
-Why one task: reading and planning are the company's unit of retry and of visibility, and planning in the
-worker keeps the flow's own thread free to schedule (it runs the lanes of flows/period.py). Everything here
-reads or computes, nothing writes, so Prefect may retry it.
+Runs in the flow's own reading threads (flows/period.py), not as a Prefect task. Why: it only reads and
+computes, so a failure costs nothing to redo and is reported as the company's row with its reason; the reads
+are retried by the HTTP client; and a task run per company per period cost about 15 ms of CPU (the engine
+and the Prefect server's records of it), the largest single cost of a run of hundreds of companies, for a row
+in the UI that the status artifacts already give. Posting, which changes the ledger, stays a task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference
 from nmbrs_visma.payroll_period import PayrollPeriod
@@ -49,13 +48,6 @@ def plan_or_fail(
         )
 
 
-@task(
-    name="prepare-company",
-    task_run_name="prepare-{company_number}-{period}",
-    cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=10,
-)
 def prepare_company(
     company_number: int,
     company: NmbrsCompany,
@@ -64,7 +56,8 @@ def prepare_company(
     sources: CompanySources,
 ) -> CompanyPlan:
     """The company's tenant reference (read once per run), its runs of `period` from Nmbrs, their journals
-    checked and built: rows and postings. `ReferenceUnavailable` when the tenant's reference cannot be read."""
+    checked and built: rows and postings. `ReferenceUnavailable` when the tenant's reference cannot be read;
+    other exceptions are a failed read from Nmbrs."""
     reference = sources.references.get(reference_key(mapping), sources.visma, sources.tenant_id)
     journals = extract_journals(company_number, company, sources.nmbrs, period, mapping_journal_kind(mapping))
     return plan_or_fail(journals, mapping, reference, period)

@@ -2,7 +2,7 @@
 
 Why once: every company mapped to the tenant is checked and mapped against the same reference, so a bureau's
 thousand companies in one administration cost three reads, not three thousand. The first company of a tenant
-reads it inside its own preparation task (tasks/prepare.py), the others wait for that read and share it; a
+reads it inside its own preparation (tasks/prepare.py), the others wait for that read and share it; a
 read that fails is remembered for the run, so each of the tenant's companies fails with the same reason
 without asking again.
 """
@@ -59,6 +59,12 @@ class References:
         if isinstance(known, Refusal):
             raise ReferenceUnavailable(known)
         return known
+
+    def forget(self, key: ReferenceKey) -> None:
+        """Drop `key`'s reference once no company of the run needs it: a run's memory stays flat in tenants."""
+        with self._guard:
+            self._locks.pop(key, None)
+            self._known.pop(key, None)
 
     @staticmethod
     def _read(key: ReferenceKey, client: VismaNetClient, tenant_id: str) -> AdministrationReference | Refusal:

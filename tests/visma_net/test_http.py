@@ -171,3 +171,38 @@ def test_exhausted_budget_throttles_the_next_request() -> None:
     sender.request("GET", "/a")
     sender.request("GET", "/b")
     assert sent_at[1] - sent_at[0] >= 5
+
+
+def test_at_once_runs_calls_together_in_order_and_reuses_its_threads() -> None:
+    """Independent reads overlap (at most `most` at once), results keep the calls' order, an error surfaces
+    after the others ended, and a second fan-out starts no new threads."""
+    import threading
+    import time
+
+    from nmbrs_visma.clients.http import at_once
+
+    running = 0
+    most_running = 0
+    guard = threading.Lock()
+    ended: list[int] = []
+
+    def read(number: int, fail: bool = False) -> int:
+        nonlocal running, most_running
+        with guard:
+            running += 1
+            most_running = max(most_running, running)
+        time.sleep(0.05)
+        with guard:
+            running -= 1
+            ended.append(number)
+        if fail:
+            raise ValueError(f"read {number} failed")
+        return number * 10
+
+    assert at_once([lambda n=n: read(n) for n in range(6)], most=3) == [0, 10, 20, 30, 40, 50]
+    assert most_running == 3
+    threads = {thread.name for thread in threading.enumerate()}
+    with pytest.raises(ValueError, match="read 1 failed"):
+        at_once([lambda: read(0), lambda: read(1, fail=True), lambda: read(2)])
+    assert sorted(ended[-3:]) == [0, 1, 2]
+    assert {thread.name for thread in threading.enumerate()} == threads
