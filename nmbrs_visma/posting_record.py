@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 RECORD_DIR_ENV = "NMBRS_VISMA_RECORD_DIR"
 LOCK_TIMEOUT_ENV = "NMBRS_VISMA_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # seconds a run waits for another run's posting of the same key
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 class PostingState(StrEnum):
@@ -107,6 +108,11 @@ class PostingRecord:
             storage_key=None, expiration=None, serializer=JSONSerializer(), storage_block_id=None
         ).model_dump(mode="json")
 
+    def peek(self, key: str) -> PostingEntry | None:
+        """The entry of `key` as last written, without waiting for a run that holds the key: enough to skip a
+        key already sent (a sent entry is final), not to decide anything else (use `get` under `holding`)."""
+        return self._read_or_none(key, self.records_dir / storage_key(key))
+
     def get(self, key: str, holder: str | None = None) -> PostingEntry | None:
         """The entry of `key`, or None when there is none or it cannot be read (then a look-up decides).
 
@@ -115,6 +121,9 @@ class PostingRecord:
         path = self.records_dir / name
         if holder is None or not self.lock_manager.is_lock_holder(name, holder):
             self.lock_manager.wait_for_lock(name, timeout=self.lock_timeout)
+        return self._read_or_none(key, path)
+
+    def _read_or_none(self, key: str, path: Path) -> PostingEntry | None:
         try:
             return self._read(path)
         except FileNotFoundError:
@@ -134,9 +143,16 @@ class PostingRecord:
             "metadata": {**self._metadata, "storage_key": str(path)},
             "result": json.dumps(entry.model_dump(mode="json")),
         }
-        self.records_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{name}.{uuid.uuid4().hex}.partial")
-        partial.write_text(json.dumps(document), encoding="utf-8")
+        try:
+            descriptor = os.open(partial, _NEW_FILE, 0o644)
+        except FileNotFoundError:  # the first write of this record directory
+            self.records_dir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(partial, _NEW_FILE, 0o644)
+        try:
+            os.write(descriptor, json.dumps(document).encode("utf-8"))
+        finally:
+            os.close(descriptor)
         os.replace(partial, path)
 
     @staticmethod

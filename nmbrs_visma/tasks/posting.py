@@ -111,7 +111,7 @@ class AdministrationPoster:
         rows: list[StatusRow] = []
         pending: list[Posting] = []
         for posting in postings:
-            entry = self.record.get(posting.key)
+            entry = self.record.peek(posting.key)  # sent is final; anything else is decided under the lock
             if entry is not None and entry.state is PostingState.SENT:
                 rows.append(_already_sent(posting, entry))
             else:

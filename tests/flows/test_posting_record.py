@@ -70,6 +70,25 @@ def test_records_keep_prefects_result_record_layout_both_ways(tmp_path: Path) ->
     assert sorted(path.name.startswith(".") for path in record.records_dir.iterdir()) == [False, False]
 
 
+def test_peek_reads_the_last_written_entry_without_waiting_for_its_holder(tmp_path: Path) -> None:
+    """A sent entry is final, so a run may skip it while another run still holds the key; `get` waits."""
+    record = PostingRecord(tmp_path, lock_timeout=5)
+    assert record.peek("e" * 20) is None  # nothing written yet, not even the directory
+    with record.holding(["e" * 20]) as holder:
+        record.put(_entry("e" * 20, PostingState.SENT, batch_number="000007"), holder)
+        other = PostingRecord(tmp_path, lock_timeout=5)  # another run's view of the same storage
+        started = time.monotonic()
+        peeked = other.peek("e" * 20)
+        assert time.monotonic() - started < 1
+        assert peeked is not None and peeked.state is PostingState.SENT and peeked.batch_number == "000007"
+        waiting = threading.Thread(target=other.get, args=("e" * 20,))
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive()  # `get` waits for the holder to let go
+    waiting.join(5)
+    assert not waiting.is_alive()
+
+
 def test_a_write_without_the_lock_is_refused_while_another_holder_has_it(tmp_path: Path) -> None:
     record = PostingRecord(tmp_path)
     with record.holding(["b" * 20]), pytest.raises(RuntimeError, match="locked by another holder"):
