@@ -2,15 +2,18 @@
 
 Per company, one preparation (tasks/prepare.py) in one of the flow's reading threads: its tenant's reference
 data (read once per run), its runs and journals from Nmbrs, checked and built. Once every company of an
-administration is prepared, one posting task for the administration. Preparations run in the `read` lane and
-postings in the `post` lane, each with up to `workers` in flight (flows/lanes.py): a slow Nmbrs document never
-holds a Visma.net posting slot, and the first administrations post while later companies are still read. In
-the run's last period, an administration's status artifact is published the moment it is done (`StatusBoard`).
+administration is prepared, the administration's periods are looked up in Visma.net (tasks/posting.py says
+why that may happen ahead of the posting), then one posting task for the administration. Preparations run in
+the `read` lane, look-ups in the `look` lane (both in the flow's reading threads) and postings in the `post`
+lane, each with up to `workers` in flight (flows/lanes.py): a slow Nmbrs document or listing never holds a
+Visma.net posting slot, and the first administrations post while later companies are still read. In the
+run's last period, an administration's status artifact is published the moment it is done (`StatusBoard`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,10 +33,12 @@ from nmbrs_visma.posting_record import PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
-from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.posting import AdministrationPoster, Listings, Posting, post_administration
 from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, prepare_company
 from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
+
+logger = logging.getLogger(__name__)
 
 AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
 
@@ -95,9 +100,9 @@ class PeriodRun:
         self.post = post
         self.board = board
         self.last_period = last_period
-        self.lanes = Lanes(read=workers, post=workers)
+        self.lanes = Lanes(read=workers, look=workers, post=workers)
         self.lanes.feed("read", "post", queued=workers)
-        self._readers = ThreadPoolExecutor(workers, thread_name_prefix="prepare")  # threads start on first use
+        self._readers = ThreadPoolExecutor(2 * workers, thread_name_prefix="read")  # the read and look lanes
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
         self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet
@@ -208,20 +213,34 @@ class PeriodRun:
             self._maybe_done(group)
 
     def _post(self, group: AdministrationGroup, postings: list[Posting]) -> None:
+        """Each administration of the group: its periods looked up in the `look` lane, then posted."""
         by_administration: dict[str, list[Posting]] = defaultdict(list)
         for posting in postings:
             by_administration[posting.administration].append(posting)
+        poster = AdministrationPoster(self.connections.visma[group[0]], self.record)
         for administration, batch in sorted(by_administration.items()):
-            submit = partial(
-                post_administration.submit,
-                administration,
-                quote(batch),  # the payloads: not walked by Prefect for futures
-                self.connections.visma[group[0]],
-                self.record,
-                self._flow_run_id,
-            )
             self._posting[group] += 1
-            self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
+            look_up = partial(self._readers.submit, contextvars.copy_context().run, poster.look_up, batch)
+            self.lanes.add("look", look_up, partial(self._looked_up, group, administration, batch))
+
+    def _looked_up(
+        self, group: AdministrationGroup, administration: str, batch: list[Posting], future: Future[Listings]
+    ) -> None:
+        try:
+            looked_up: Listings = future.result()
+        except Exception as exc:  # the posting task looks its periods up itself, under the keys' locks
+            logger.warning("looking up %s ahead failed (%s); the posting task looks it up", administration, exc)
+            looked_up = {}
+        submit = partial(
+            post_administration.submit,
+            administration,
+            quote(batch),  # the payloads: not walked by Prefect for futures
+            self.connections.visma[group[0]],
+            self.record,
+            self._flow_run_id,
+            quote(looked_up),
+        )
+        self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
 
     def _posted(
         self, group: AdministrationGroup, administration: str, postings: list[Posting], future: PrefectFuture[Any]

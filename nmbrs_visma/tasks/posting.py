@@ -2,10 +2,14 @@
 
 For the transactions of one administration:
 1. a key the record holds as sent is reported "already sent" without any API call (a routine re-run is free);
-2. the other keys are locked (all at once, in sorted order, so concurrent runs wait for each other instead of
-   racing), re-read under the lock, and what is still undecided is looked up in ONE listing per financial
-   period of the GL transactions (the periods listed at once), matching each key's marker in the description;
-3. period by period, a key found there is recorded as sent; a key absent is recorded as intent, created, and
+2. the other keys' periods are looked up in ONE listing per financial period of the GL transactions (the
+   periods listed at once), matching each key's marker in the description. The flow does this ahead, while
+   the administration waits for a posting slot (`look_up`), so the slot is spent on creates;
+3. the keys are locked (all at once, in sorted order, so concurrent runs wait for each other instead of
+   racing) and re-read under the lock. A key no run has attempted (no entry: every create is preceded by an
+   intent in the shared record) is decided on the listing read ahead; a key with an entry, or whose period
+   could not be read ahead, is looked up again now, under the lock;
+4. period by period, a key found is recorded as sent; a key absent is recorded as intent, created, and
    recorded as sent.
 A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
 and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
+Listings = dict[str, dict[str, "JournalTransactionSummary"]]  # period -> key -> what Visma.net holds for it
 LISTINGS_AT_ONCE = 4  # periods of one administration looked up at once (well inside a tenant's rate budget)
 
 
@@ -107,12 +112,23 @@ class AdministrationPoster:
         self.record = record
         self.flow_run_id = flow_run_id
 
-    def post(self, postings: Sequence[Posting]) -> list[StatusRow]:
+    def look_up(self, postings: Sequence[Posting]) -> Listings:
+        """What Visma.net holds in the periods of the keys not recorded as sent, read before the keys' locks
+        (see the module's step 3 for why that is safe); a period that cannot be read is left out."""
+        periods = sorted({p.period_id for p in postings if not _is_sent(self.record.peek(p.key))})
+        return {
+            period_id: listed
+            for period_id, listed in self._listings(periods).items()
+            if not isinstance(listed, ApiError)
+        }
+
+    def post(self, postings: Sequence[Posting], looked_up: Listings | None = None) -> list[StatusRow]:
+        """Post what is not sent yet; `looked_up` is `look_up`'s answer when the flow read it ahead."""
         rows: list[StatusRow] = []
         pending: list[Posting] = []
         for posting in postings:
             entry = self.record.peek(posting.key)  # sent is final; anything else is decided under the lock
-            if entry is not None and entry.state is PostingState.SENT:
+            if entry is not None and _is_sent(entry):
                 rows.append(_already_sent(posting, entry))
             else:
                 pending.append(posting)
@@ -120,21 +136,27 @@ class AdministrationPoster:
             return rows
         try:
             with self.record.holding(posting.key for posting in pending) as holder:
-                rows.extend(self._decide(pending, holder))
+                rows.extend(self._decide(pending, holder, looked_up or {}))
         except LockTimeout as exc:
             rows.extend(posting.row(Status.FAILED, reason=str(exc)) for posting in pending)
         return rows
 
-    def _decide(self, pending: list[Posting], holder: str) -> list[StatusRow]:
+    def _decide(self, pending: list[Posting], holder: str, looked_up: Listings) -> list[StatusRow]:
         rows: list[StatusRow] = []
         by_period: dict[str, list[Posting]] = defaultdict(list)
+        again: set[str] = set()  # periods to look up now, under the lock
         for posting in pending:
             entry = self.record.get(posting.key, holder)
-            if entry is not None and entry.state is PostingState.SENT:  # another run finished it while we waited
+            if entry is not None and _is_sent(entry):  # another run finished it while we waited
                 rows.append(_already_sent(posting, entry))
-            else:
-                by_period[posting.period_id].append(posting)
-        listings = self._listings(sorted(by_period))
+                continue
+            by_period[posting.period_id].append(posting)
+            if entry is not None or posting.period_id not in looked_up:  # attempted before, or not read ahead
+                again.add(posting.period_id)
+        listings: dict[str, dict[str, JournalTransactionSummary] | ApiError] = {
+            period_id: looked_up[period_id] for period_id in by_period if period_id not in again
+        }
+        listings.update(self._listings(sorted(again)))
         for period_id in sorted(by_period):
             listed = listings[period_id]
             if isinstance(listed, ApiError):
@@ -224,6 +246,10 @@ class AdministrationPoster:
         self.record.put(entry.model_copy(update={"flow_run_id": self.flow_run_id}), holder)
 
 
+def _is_sent(entry: PostingEntry | None) -> bool:
+    return entry is not None and entry.state is PostingState.SENT
+
+
 def _already_sent(posting: Posting, entry: PostingEntry) -> StatusRow:
     return posting.row(Status.ALREADY_SENT, batch_number=entry.batch_number)
 
@@ -235,7 +261,8 @@ def post_administration(
     client: LedgerClient,
     record: PostingRecord,
     flow_run_id: str | None = None,
+    looked_up: Listings | None = None,
 ) -> list[StatusRow]:
     """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
     record and the look-up decide every key, and a retry would only repeat that."""
-    return AdministrationPoster(client, record, flow_run_id=flow_run_id).post(postings)
+    return AdministrationPoster(client, record, flow_run_id=flow_run_id).post(postings, looked_up)

@@ -1,0 +1,117 @@
+"""The look-up read ahead of the posting slot (tasks/posting.py, step 3), against an in-memory ledger.
+
+A unit test of one component, the poster's decisions: the ledger here is a plain fake with the two calls the
+poster makes. What must hold: a key nobody attempted is decided on the listing read ahead (no second listing);
+a key another run attempted after that listing (an intent in the shared record) is looked up again under the
+lock and never created twice; a period that could not be read ahead is looked up under the lock.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from nmbrs_visma.clients.visma_net import JournalTransactionSummary
+from nmbrs_visma.journals.keys import key_marker, posting_key
+from nmbrs_visma.posting_record import PostingRecord, PostingState
+from nmbrs_visma.results import Status
+from nmbrs_visma.tasks.posting import AdministrationPoster, Posting
+
+
+class FakeLedger:
+    """Creates and listings only; every call counted."""
+
+    def __init__(self) -> None:
+        self.transactions: dict[str, JournalTransactionSummary] = {}
+        self.creates = 0
+        self.listings: list[str] = []
+
+    def create(self, description: str, period_id: str) -> str:
+        self.creates += 1
+        batch = f"{len(self.transactions) + 1:06d}"
+        self.transactions[batch] = JournalTransactionSummary(
+            batch_number=batch,
+            description=description,
+            financial_period=period_id,
+            status="Balanced",
+            line_count=2,
+            debit=Decimal("10.00"),
+            credit=Decimal("10.00"),
+        )
+        return batch
+
+    def create_journal_transaction(self, payload: bytes) -> str:
+        description, period_id = payload.decode().split("|")
+        return self.create(description, period_id)
+
+    def list_journal_transactions(self, period_id: str, *, module: str = "GL") -> list[JournalTransactionSummary]:
+        self.listings.append(period_id)
+        return [summary for summary in self.transactions.values() if summary.financial_period == period_id]
+
+    def release_journal_transaction(self, batch_number: str) -> None:  # pragma: no cover - release is off here
+        raise AssertionError("not released in these tests")
+
+
+def _posting(period_id: str) -> Posting:
+    key = posting_key(1001, "run-1", period_id, "1000001/1/L")
+    description = f"Payroll 1001 {key_marker(key)}"
+    return Posting(
+        key=key,
+        company=1001,
+        company_name="Demo BV",
+        run_id="run-1",
+        reference="NM2603R1",
+        administration="1000001/1/L",
+        period_id=period_id,
+        lines=2,
+        debit=Decimal("10.00"),
+        credit=Decimal("10.00"),
+        payload=f"{description}|{period_id}".encode(),
+    )
+
+
+def test_keys_nobody_attempted_are_decided_on_the_listing_read_ahead(tmp_path: Path) -> None:
+    ledger = FakeLedger()
+    poster = AdministrationPoster(ledger, PostingRecord(tmp_path))
+    postings = [_posting("202601"), _posting("202602"), _posting("202603")]
+    looked_up = poster.look_up(postings)
+    assert sorted(ledger.listings) == ["202601", "202602", "202603"]
+    rows = poster.post(postings, looked_up)
+    assert [row.status for row in rows] == [Status.SENT] * 3
+    assert sorted(ledger.listings) == ["202601", "202602", "202603"]  # no second listing under the lock
+    assert ledger.creates == 3
+    assert poster.look_up(postings) == {}  # all sent: a re-run reads nothing ahead
+    assert [row.status for row in poster.post(postings)] == [Status.ALREADY_SENT] * 3
+    assert ledger.creates == 3
+
+
+def test_a_key_attempted_after_the_look_up_is_looked_up_again_not_created_twice(tmp_path: Path) -> None:
+    """Another run writes its intent and creates between this run's look-up and its lock, then dies before
+    recording the outcome: the stale listing says absent, the record says attempted, the ledger decides."""
+    ledger = FakeLedger()
+    posting = _posting("202603")
+    poster = AdministrationPoster(ledger, PostingRecord(tmp_path))
+    looked_up = poster.look_up([posting])
+    assert looked_up == {"202603": {}}
+
+    other = PostingRecord(tmp_path)  # the other run, same shared record
+    with other.holding([posting.key]) as holder:
+        other.put(posting.entry(PostingState.INTENT), holder)
+        batch = ledger.create_journal_transaction(posting.payload)  # ... and the worker dies here
+
+    (row,) = poster.post([posting], looked_up)
+    assert ledger.creates == 1
+    assert row.status is Status.ALREADY_SENT and row.batch_number == batch
+    assert ledger.listings == ["202603", "202603"]  # read ahead, then again under the lock
+    entry = PostingRecord(tmp_path).get(posting.key)
+    assert entry is not None and entry.state is PostingState.SENT and entry.batch_number == batch
+
+
+def test_a_period_not_read_ahead_is_looked_up_under_the_lock(tmp_path: Path) -> None:
+    ledger = FakeLedger()
+    ledger.create(f"Payroll 1001 {key_marker(_posting('202602').key)}", "202602")  # an earlier, unrecorded create
+    poster = AdministrationPoster(ledger, PostingRecord(tmp_path))
+    rows = poster.post([_posting("202602"), _posting("202603")], looked_up={})
+    assert [row.status for row in rows] == [Status.ALREADY_SENT, Status.SENT]
+    assert sorted(ledger.listings) == ["202602", "202603"]
+    assert ledger.creates == 2  # the earlier one and 202603's; 202602 was found, not re-sent
