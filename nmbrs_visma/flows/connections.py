@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,13 +83,16 @@ class Connections:
         for client in self.nmbrs.values():
             _close(client)
 
-    def release_visma(self, account: str) -> None:
+    def release_visma(self, account: str, *, closer: Executor | None = None) -> None:
         """Close `account`'s client and its auth (built for it from the block) once the run is done with them:
-        their connections and token go now, not at the end of a run of hundreds of accounts."""
+        their connections and token go now, not at the end of a run of hundreds of accounts. With `closer`,
+        the closing (system calls) happens there, off the caller's thread."""
         client = self.visma.pop(account, None)
         if client is not None:
-            _close(client)
-            _close(client.auth)
+            if closer is None:
+                _close_client(client)
+            else:
+                closer.submit(_close_client, client)
 
     def problem(self, mapping: AdministrationMapping, nmbrs_account: str | None) -> tuple[Status, Refusal] | None:
         if ("visma", mapping.visma_account) in self.unavailable:
@@ -105,6 +109,11 @@ def _close(closable: VismaNetClient | NmbrsClient | VismaConnectAuth) -> None:
         closable.close()
     except Exception as exc:  # closing is best effort
         logger.debug("closing %r failed: %s", closable, exc)
+
+
+def _close_client(client: VismaNetClient) -> None:
+    _close(client)
+    _close(client.auth)
 
 
 def _failure(system: str, account: str, exc: BaseException) -> tuple[Status, Refusal]:

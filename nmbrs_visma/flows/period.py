@@ -261,7 +261,7 @@ class PeriodRun:
             return
         self._open_groups[group[0]] -= 1
         if self._open_groups[group[0]] == 0:
-            self.connections.release_visma(group[0])
+            self.connections.release_visma(group[0], closer=self._readers)  # not in the flow's thread: it drives
         if self.board is not None:
             for administration in sorted(self._administrations.pop(group, set())):
                 self.board.publish(administration)

@@ -118,7 +118,7 @@ class AdministrationPoster:
         periods = sorted({p.period_id for p in postings if not _is_sent(self.record.peek(p.key))})
         return {
             period_id: listed
-            for period_id, listed in self._listings(periods).items()
+            for period_id, listed in self._listings(periods, together=False).items()
             if not isinstance(listed, ApiError)
         }
 
@@ -168,8 +168,11 @@ class AdministrationPoster:
                 rows.append(self._adopt(posting, found, holder) if found is not None else self._create(posting, holder))
         return rows
 
-    def _listings(self, period_ids: list[str]) -> dict[str, dict[str, JournalTransactionSummary] | ApiError]:
-        """Each period's listing, the periods at once (reads, under the keys' locks): one read's latency."""
+    def _listings(
+        self, period_ids: list[str], *, together: bool = True
+    ) -> dict[str, dict[str, JournalTransactionSummary] | ApiError]:
+        """Each period's listing; `together`: the periods at once, one read's latency (under the keys' locks,
+        where time counts); else one after another, in this thread (ahead of the posting, where it does not)."""
 
         def listing(period_id: str) -> dict[str, JournalTransactionSummary] | ApiError:
             try:
@@ -177,6 +180,8 @@ class AdministrationPoster:
             except ApiError as exc:
                 return exc
 
+        if not together:
+            return {period_id: listing(period_id) for period_id in period_ids}
         listed = at_once([partial(listing, period_id) for period_id in period_ids], most=LISTINGS_AT_ONCE)
         return dict(zip(period_ids, listed, strict=True))
 
