@@ -3,7 +3,7 @@
 N administrations (default 500), each a Visma.net tenant mapped to an Nmbrs company whose March run holds 400
 journal lines over three periods (see `e2e_world.py`). The pipeline run is the flow itself, in this process,
 on a Prefect test harness, against both emulators over real HTTP with realistic latency (150 ms per create,
-60 ms per read) and a per-tenant rate budget. The emulators run in a process of their own (`e2e_emulators.py`),
+60 ms per read) and a per-tenant rate budget. The emulators run in processes of their own (`e2e_emulators.py`),
 as the real services are remote: their work is not charged to either contender. Beside the pipeline, on a
 fresh Visma.net emulator each time, a bare asyncio httpx2 script posts the same prebuilt payloads (the core's
 own parse and build) with the same concurrency: `--workers` administrations posting at once, each
@@ -86,13 +86,13 @@ class PeakRss:
 
 
 class CpuClock:
-    """CPU seconds spent by this process, the emulators' process and the other children (the Prefect test
-    server), read from /proc: on a 2-core machine the three share the cores, so this says who is busy."""
+    """CPU seconds spent by this process, the emulators' processes and the other children (the Prefect test
+    server), read from /proc: on a 2-core machine they share the cores, so this says who is busy."""
 
     TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, emulators_pid: int) -> None:
-        self.emulators_pid = emulators_pid
+    def __init__(self, emulator_pids: set[int]) -> None:
+        self.emulator_pids = emulator_pids
 
     @classmethod
     def _cpu(cls, pid: int) -> float:
@@ -117,7 +117,7 @@ class CpuClock:
         pending = self._children(me)
         while pending:
             pid = pending.pop()
-            owner = "emulators" if pid == self.emulators_pid else "prefect server and others"
+            owner = "emulators" if pid in self.emulator_pids else "prefect server and others"
             seconds[owner] += self._cpu(pid)
             pending += self._children(pid)
         return seconds
@@ -238,7 +238,7 @@ class Bench:
         self.fresh_visma(create_latency, read_latency)
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
         sampler = Sampler()
-        clock = CpuClock(self.emulators.pid)
+        clock = CpuClock(self.emulators.pids)
         with PeakRss() as memory, sampler if self.args.profile else contextlib.nullcontext():
             cpu = clock.read()
             started = time.perf_counter()
@@ -267,7 +267,7 @@ class Bench:
 
     def bare(self, create_latency: float, read_latency: float) -> Phase:
         url = self.fresh_visma(create_latency, read_latency)
-        clock = CpuClock(self.emulators.pid)
+        clock = CpuClock(self.emulators.pids)
         cpu = clock.read()
         started = time.perf_counter()
         asyncio.run(bare_post(url, self.prebuilt, self.args.workers))

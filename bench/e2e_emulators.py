@@ -1,9 +1,10 @@
 """The e2e bench's emulators in a process of their own, as the real services are: remote, with their own CPU.
 
-Why a process: served from the benchmark's own process, the emulators share its interpreter lock with the
+Why processes: served from the benchmark's own process, the emulators share its interpreter lock with the
 contender being measured, and the pipeline (which makes more requests: reads, look-ups) would pay for the
-emulator's work as well as its own. The parent drives the child over a pipe: start the Nmbrs world, start a
-fresh Visma.net world (same port each time, so the saved account blocks keep pointing at it), read what the
+emulator's work as well as its own; and each service has its own, so serving Nmbrs documents does not hold
+up Visma.net's answers. The parent drives each child over a pipe: start the Nmbrs world, start a fresh
+Visma.net world (same port each time, so the saved account blocks keep pointing at it), read what the
 Visma.net emulator received, stop.
 """
 
@@ -39,67 +40,80 @@ def count_requests(world: Any) -> Counter[str]:
 
 
 def _serve(pipe: Connection) -> None:
-    """The child: answer the parent's commands until told to stop."""
+    """A child: one emulator, answering the parent's commands until told to stop."""
     import e2e_world
 
     from nmbrs_visma.sandbox.nmbrs import create_app as create_nmbrs_app
     from nmbrs_visma.sandbox.server import start_server
     from nmbrs_visma.sandbox.visma_net import create_app as create_visma_app
 
-    servers: dict[str, Any] = {}
+    server: Any = None
     visma_world: Any = None
     port = 0
     while True:
         command, arguments = pipe.recv()
         if command == "nmbrs":
-            servers["nmbrs"] = start_server(create_nmbrs_app(e2e_world.nmbrs_world(arguments["admins"])))
-            pipe.send(servers["nmbrs"].url)
+            server = start_server(create_nmbrs_app(e2e_world.nmbrs_world(arguments["admins"])))
+            pipe.send(server.url)
         elif command == "visma":
-            if "visma" in servers:
-                servers.pop("visma").stop()
+            if server is not None:
+                server.stop()
             visma_world = e2e_world.visma_world(**arguments)
-            servers["visma"] = start_server(create_visma_app(visma_world), port=port)
-            port = servers["visma"].port
-            pipe.send(servers["visma"].url)
+            server = start_server(create_visma_app(visma_world), port=port)
+            port = server.port
+            pipe.send(server.url)
         elif command == "stats":
             booked = sum(len(visma_world.transactions(tenant)) for tenant in visma_world.tenants)
             pipe.send(LedgerStats(count_requests(visma_world), len(visma_world.token_requests), booked))
         elif command == "stop":
-            for server in servers.values():
+            if server is not None:
                 server.stop()
             pipe.send(None)
             return
 
 
+class _Child:
+    """One emulator's process and the pipe to it."""
+
+    def __init__(self, name: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), name=name, daemon=True)
+        self.process.start()
+
+    def ask(self, command: str, **arguments: Any) -> Any:
+        self.pipe.send((command, arguments))
+        return self.pipe.recv()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.ask("stop")
+            self.process.join(10)
+
+
 class Emulators:
-    """The parent's handle on the emulator process."""
+    """The parent's handle on the two emulator processes (each service its own, as the real ones are apart:
+    in one process, the Nmbrs emulator's work held up the Visma.net emulator's answers)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), name="e2e-emulators", daemon=True)
-        self._process.start()
+        self._nmbrs = _Child("e2e-nmbrs-emulator")
+        self._visma = _Child("e2e-visma-emulator")
 
     @property
-    def pid(self) -> int:
-        return int(self._process.pid or 0)
-
-    def _ask(self, command: str, **arguments: Any) -> Any:
-        self._pipe.send((command, arguments))
-        return self._pipe.recv()
+    def pids(self) -> set[int]:
+        return {int(child.process.pid or 0) for child in (self._nmbrs, self._visma)}
 
     def start_nmbrs(self, admins: int) -> str:
-        return str(self._ask("nmbrs", admins=admins))
+        return str(self._nmbrs.ask("nmbrs", admins=admins))
 
     def fresh_visma(self, admins: int, **faults: Any) -> str:
         """A new Visma.net world (latency, rate budget) on the same port as the last one."""
-        return str(self._ask("visma", admins=admins, **faults))
+        return str(self._visma.ask("visma", admins=admins, **faults))
 
     def stats(self) -> LedgerStats:
-        stats: LedgerStats = self._ask("stats")
+        stats: LedgerStats = self._visma.ask("stats")
         return stats
 
     def stop(self) -> None:
-        if self._process.is_alive():
-            self._ask("stop")
-            self._process.join(10)
+        for child in (self._nmbrs, self._visma):
+            child.stop()
