@@ -31,7 +31,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -391,7 +391,7 @@ def _fan_out_pool() -> ThreadPoolExecutor:
 
 
 def at_once(calls: Sequence[Callable[[], _T]], *, most: int = 4) -> list[_T]:
-    """Run independent reads at the same time, at most `most` at once, and return their results in order (the
+    """Run independent I/O calls at the same time, at most `most` at once, and return their results in order (the
     first exception is raised, after every call has ended). The calls must not use `at_once` themselves: they
     run on a shared pool of bounded size.
 
@@ -407,6 +407,11 @@ def at_once(calls: Sequence[Callable[[], _T]], *, most: int = 4) -> list[_T]:
         wait(futures)
         results.extend(future.result() for future in futures)
     return results
+
+
+def in_background(call: Callable[[], _T]) -> Future[_T]:
+    """Start one I/O call on the same shared pool as `at_once`, for work the caller waits for later."""
+    return _fan_out_pool().submit(call)
 
 
 @functools.cache

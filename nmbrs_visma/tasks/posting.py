@@ -9,8 +9,9 @@ For the transactions of one administration:
    racing) and re-read under the lock. A key no run has attempted (no entry: every create is preceded by an
    intent in the shared record) is decided on the listing read ahead; a key with an entry, or whose period
    could not be read ahead, is looked up again now, under the lock;
-4. period by period, a key found is recorded as sent; a key absent is recorded as intent, created, and
-   recorded as sent.
+4. period by period, a key found is recorded as sent; the keys absent are recorded as intents (all of them
+   before the first create), then created one by one, each outcome recorded as sent while the next create is
+   out (all written before the locks are let go).
 A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
 and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
 run looks it up once more (by then a late commit shows) before it posts.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from nmbrs_visma.clients.http import ApiError, ServerError, TransportError, at_once
+from nmbrs_visma.clients.http import ApiError, ServerError, TransportError, at_once, in_background
 from nmbrs_visma.journals.keys import extract_key
 from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
@@ -157,15 +159,29 @@ class AdministrationPoster:
             period_id: looked_up[period_id] for period_id in by_period if period_id not in again
         }
         listings.update(self._listings(sorted(again)))
+        decided: list[tuple[Posting, JournalTransactionSummary | None]] = []
         for period_id in sorted(by_period):
             listed = listings[period_id]
             if isinstance(listed, ApiError):
                 reason = f"could not look up period {period_id} in Visma.net before posting ({listed}); nothing sent"
                 rows.extend(posting.row(Status.FAILED, reason=reason) for posting in by_period[period_id])
                 continue
-            for posting in by_period[period_id]:
-                found = listed.get(posting.key)
-                rows.append(self._adopt(posting, found, holder) if found is not None else self._create(posting, holder))
+            decided.extend((posting, listed.get(posting.key)) for posting in by_period[period_id])
+        # every intent on storage before the first create leaves (together: one write's wait, not one per create);
+        # the outcomes are written while the next create is out, and all of them before the locks are let go
+        absent = [posting for posting, found in decided if found is None]
+        at_once([partial(self._write, posting.entry(PostingState.INTENT), holder) for posting in absent])
+        outcomes: list[Future[None]] = []
+        try:
+            for posting, found in decided:
+                if found is not None:
+                    rows.append(self._adopt(posting, found, holder))
+                else:
+                    rows.append(self._create(posting, holder, outcomes))
+        finally:
+            wait(outcomes)
+        for outcome in outcomes:
+            outcome.result()  # a record that could not be written fails the task: the next run looks it up
         return rows
 
     def _listings(
@@ -198,8 +214,9 @@ class AdministrationPoster:
             Status.ALREADY_SENT, batch_number=batch, reason="found in Visma.net by its key (not sent again)"
         )
 
-    def _create(self, posting: Posting, holder: str) -> StatusRow:
-        self._write(posting.entry(PostingState.INTENT), holder)
+    def _create(self, posting: Posting, holder: str, outcomes: list[Future[None]]) -> StatusRow:
+        """Create the transaction (its intent is already recorded); the sent outcome is written in the background
+        (into `outcomes`), unless a release follows, which needs it first."""
         try:
             batch = self.client.create_journal_transaction(posting.payload)
         except ApiError as exc:
@@ -207,8 +224,12 @@ class AdministrationPoster:
                 return self._after_lost_answer(posting, exc, holder)
             self._write(posting.entry(PostingState.REJECTED, message=str(exc)), holder)
             return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}")
-        self._write(posting.entry(PostingState.SENT, batch_number=batch), holder)
-        return self._release(posting, batch, holder, Status.SENT, "")
+        sent = posting.entry(PostingState.SENT, batch_number=batch)
+        if posting.release:
+            self._write(sent, holder)
+            return self._release(posting, batch, holder, Status.SENT, "")
+        outcomes.append(in_background(partial(self._write, sent, holder)))
+        return posting.row(Status.SENT, batch_number=batch)
 
     def _after_lost_answer(self, posting: Posting, error: ApiError, holder: str) -> StatusRow:
         logger.warning(

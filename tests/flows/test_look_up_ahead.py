@@ -115,3 +115,28 @@ def test_a_period_not_read_ahead_is_looked_up_under_the_lock(tmp_path: Path) -> 
     assert [row.status for row in rows] == [Status.ALREADY_SENT, Status.SENT]
     assert sorted(ledger.listings) == ["202602", "202603"]
     assert ledger.creates == 2  # the earlier one and 202603's; 202602 was found, not re-sent
+
+
+def test_every_intent_is_recorded_before_the_first_create_and_every_outcome_before_the_locks_go(
+    tmp_path: Path,
+) -> None:
+    """A worker killed at any point leaves each key either sent or marked as an intent, never silent."""
+    record = PostingRecord(tmp_path)
+    postings = [_posting("202601"), _posting("202602"), _posting("202603")]
+    seen_at_creates: list[list[PostingState | None]] = []
+
+    class WatchingLedger(FakeLedger):
+        def create_journal_transaction(self, payload: bytes) -> str:
+            seen = [PostingRecord(tmp_path).peek(p.key) for p in postings]
+            seen_at_creates.append([entry.state if entry else None for entry in seen])
+            return super().create_journal_transaction(payload)
+
+    ledger = WatchingLedger()
+    poster = AdministrationPoster(ledger, record)
+    rows = poster.post(postings, poster.look_up(postings))
+    assert [row.status for row in rows] == [Status.SENT] * 3
+    assert seen_at_creates[0] == [PostingState.INTENT] * 3
+    assert all(state in (PostingState.INTENT, PostingState.SENT) for states in seen_at_creates for state in states)
+    after = [PostingRecord(tmp_path).peek(p.key) for p in postings]
+    assert [entry.state if entry else None for entry in after] == [PostingState.SENT] * 3
+    assert [entry.batch_number if entry else None for entry in after] == [row.batch_number for row in rows]
