@@ -38,12 +38,12 @@ class Lanes:
         self._running = dict.fromkeys(limits, 0)
         self._finished: queue.SimpleQueue[tuple[str, Future, Then]] = queue.SimpleQueue()
         self.most_in_flight = dict.fromkeys(limits, 0)  # for tests and benchmarks: the limits held
-        self._feeds: dict[str, tuple[str, int]] = {}
+        self._feeds: dict[str, tuple[tuple[str, ...], int]] = {}
 
-    def feed(self, lane: str, target: str, *, queued: int) -> None:
-        """Start `lane`'s work only while fewer than `queued` tasks wait in `target`'s queue: read ahead as far as
-        posting needs, not further (work done too early only competes with the work in flight for the CPU)."""
-        self._feeds[lane] = (target, queued)
+    def feed(self, lane: str, *targets: str, queued: int) -> None:
+        """Start `lane`'s work only while fewer than `queued` wait in the `targets`' queues together: read ahead as
+        far as posting needs, not further (work done too early holds memory and competes for the CPU)."""
+        self._feeds[lane] = (targets, queued)
 
     def add(self, lane: str, submit: Submit, then: Then) -> None:
         """Queue `submit` (which starts one piece of work and returns its future); `then` gets the finished future."""
@@ -77,5 +77,7 @@ class Lanes:
                     started = True
 
     def _fed(self, lane: str) -> bool:
-        target, queued = self._feeds.get(lane, (lane, 0))
-        return target == lane or self.waiting(target) < queued
+        if lane not in self._feeds:
+            return True
+        targets, queued = self._feeds[lane]
+        return sum(self.waiting(target) for target in targets) < queued

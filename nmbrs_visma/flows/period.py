@@ -101,7 +101,7 @@ class PeriodRun:
         self.board = board
         self.last_period = last_period
         self.lanes = Lanes(read=workers, look=workers, post=workers)
-        self.lanes.feed("read", "post", queued=workers)
+        self.lanes.feed("read", "look", "post", queued=workers)
         self._readers = ThreadPoolExecutor(2 * workers, thread_name_prefix="read")  # the read and look lanes
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview

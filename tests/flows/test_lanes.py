@@ -107,6 +107,33 @@ def test_a_fed_lane_reads_ahead_only_as_far_as_its_target_needs(fed: bool) -> No
         assert most_waiting[0] > 10
 
 
+def test_a_lane_fed_into_two_counts_what_waits_in_both() -> None:
+    """Read feeds look, look feeds post: reading holds back while look and post together have enough queued."""
+    lanes = Lanes(read=4, look=1, post=1)
+    lanes.feed("read", "look", "post", queued=2)
+    most_waiting = [0]
+    posted = Counter[str]()
+    meter = Meter()
+
+    def note() -> None:
+        most_waiting[0] = max(most_waiting[0], lanes.waiting("look") + lanes.waiting("post"))
+
+    def after_look(job: Job) -> None:
+        lanes.add("post", lambda: Job(pool, meter.work("post", 0.03)), lambda job: posted.update([job.result()]))
+        note()
+
+    def after_read(job: Job) -> None:
+        lanes.add("look", lambda: Job(pool, meter.work("look", 0.002)), after_look)
+        note()
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(30):
+            lanes.add("read", lambda: Job(pool, meter.work("read", 0.0)), after_read)
+        lanes.run()
+    assert posted == Counter(post=30)
+    assert most_waiting[0] <= 2 + 4  # the two allowed, plus reads already running when they filled
+
+
 def test_a_lane_needs_room_for_one_task() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Lanes(read=0)
