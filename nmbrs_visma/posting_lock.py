@@ -50,8 +50,11 @@ class FlockLockManager:
 
     def _try_lock(self, key: str) -> int | None:
         """Open the key's lock file and try an exclusive lock without blocking; return the fd or None."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the first lock of this directory
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,7 +108,7 @@ class FlockLockManager:
             if held is None or held[0] != holder:
                 raise ValueError(f"no lock held by {holder!r} for key {key!r}")
             del self._held[key]
-        fcntl.flock(held[1], fcntl.LOCK_UN)
+        fcntl.flock(held[1], fcntl.LOCK_UN)  # explicit: a forked child may share the open file description
         os.close(held[1])
 
     def is_locked(self, key: str) -> bool:

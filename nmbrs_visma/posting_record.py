@@ -75,6 +75,18 @@ class LockTimeout(RuntimeError):
     """Another run held a posting key longer than the lock timeout; nothing was decided for that key."""
 
 
+def _read_whole(path: Path) -> bytes:
+    """A small file's bytes with as few system calls as can be (each one gives up the interpreter lock)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(descriptor, 1 << 16)]
+        while len(chunks[-1]) == 1 << 16:  # a record is about 1 KB; a bigger file is read to its end
+            chunks.append(os.read(descriptor, 1 << 16))
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
+
+
 def default_record_dir() -> Path:
     if configured := os.environ.get(RECORD_DIR_ENV):
         return Path(configured).expanduser()
@@ -158,7 +170,7 @@ class PostingRecord:
     @staticmethod
     def _read(path: Path) -> PostingEntry:
         """A record file: Prefect's result-record layout (`ResultStore` reads it too), the entry as JSON text."""
-        document = json.loads(path.read_bytes())
+        document = json.loads(_read_whole(path))
         return PostingEntry.model_validate(json.loads(document["result"]))
 
     @contextmanager

@@ -57,6 +57,7 @@ class Lanes:
                 return
             lane, future, then = self._finished.get()
             self._running[lane] -= 1
+            self._start()  # refill the freed slot from the queue first: the callback is not on its critical path
             then(future)
 
     def waiting(self, lane: str) -> int:

@@ -129,7 +129,9 @@ class AdministrationPoster:
         rows: list[StatusRow] = []
         pending: list[Posting] = []
         for posting in postings:
-            entry = self.record.peek(posting.key)  # sent is final; anything else is decided under the lock
+            # sent is final; anything else is decided under the lock (where a key sent since is caught too, so
+            # after a look-up ahead, which peeked already, this pass is skipped)
+            entry = self.record.peek(posting.key) if looked_up is None else None
             if entry is not None and _is_sent(entry):
                 rows.append(_already_sent(posting, entry))
             else:

@@ -149,3 +149,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     assert manager.acquire_lock("key", "me", acquire_timeout=2)
     assert manager.is_lock_holder("key", "me")
     manager.release_lock("key", "me")
+
+
+def test_a_record_larger_than_one_read_round_trips(tmp_path: Path) -> None:
+    record = PostingRecord(tmp_path)
+    long_message = "x" * 200_000  # a record is about 1 KB; an outsized one is still read to its end
+    with record.holding(["f" * 20]) as holder:
+        record.put(_entry("f" * 20, PostingState.REJECTED, message=long_message), holder)
+    entry = PostingRecord(tmp_path).get("f" * 20)
+    assert entry is not None and entry.message == long_message
