@@ -30,10 +30,9 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import httpx2
 
@@ -379,39 +378,6 @@ def _scrub(message: str, request: httpx2.Request) -> str:
         if len(secret) >= 8:
             message = message.replace(secret, "***")
     return message
-
-
-_T = TypeVar("_T")
-_FAN_OUT_THREADS = 32
-
-
-@functools.cache
-def _fan_out_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=_FAN_OUT_THREADS, thread_name_prefix="http-fan-out")
-
-
-def at_once(calls: Sequence[Callable[[], _T]], *, most: int = 4) -> list[_T]:
-    """Run independent I/O calls at the same time, at most `most` at once, and return their results in order (the
-    first exception is raised, after every call has ended). The calls must not use `at_once` themselves: they
-    run on a shared pool of bounded size.
-
-    Why one pool for the process: a pool per call started its threads each time, and a busy run waited for each
-    new thread to get the interpreter lock before its first request left.
-    """
-    if len(calls) <= 1:
-        return [call() for call in calls]
-    results: list[_T] = []
-    pool = _fan_out_pool()
-    for start in range(0, len(calls), most):
-        futures = [pool.submit(call) for call in calls[start : start + most]]
-        wait(futures)
-        results.extend(future.result() for future in futures)
-    return results
-
-
-def in_background(call: Callable[[], _T]) -> Future[_T]:
-    """Start one I/O call on the same shared pool as `at_once`, for work the caller waits for later."""
-    return _fan_out_pool().submit(call)
 
 
 @functools.cache

@@ -25,7 +25,6 @@ from nmbrs_visma.clients.http import (
     ApiError,
     RetryPolicy,
     Sender,
-    at_once,
     tls_context,
 )
 from nmbrs_visma.clients.visma_connect import (
@@ -36,6 +35,7 @@ from nmbrs_visma.clients.visma_connect import (
     AuthorizationRequest,
     VismaConnectAuth,
 )
+from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.journals.models import AdministrationReference, FinancialPeriod, LedgerAccount, Segment
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from nmbrs_visma.clients.http import ApiError, ServerError, TransportError, at_once, in_background
+from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
+from nmbrs_visma.fan_out import at_once, in_background
 from nmbrs_visma.journals.keys import extract_key
 from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow

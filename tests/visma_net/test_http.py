@@ -179,7 +179,7 @@ def test_at_once_runs_calls_together_in_order_and_reuses_its_threads() -> None:
     import threading
     import time
 
-    from nmbrs_visma.clients.http import at_once
+    from nmbrs_visma.fan_out import at_once
 
     running = 0
     most_running = 0
