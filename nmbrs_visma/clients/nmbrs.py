@@ -317,10 +317,11 @@ class NmbrsAuth(httpx2.Auth):
         """Keep the new pair and hand it on at once; every new pair restarts the refresh token's lifetime."""
         now = self._clock()
         if token.get("expires_in") is not None:  # our clock, not authlib's, so tests can move time
-            token["expires_at"] = now + float(token["expires_in"])
+            token["expires_at"] = now + float(token["expires_in"])  # float ok: seconds, not money
         if token.get("refresh_token"):
             lifetime = token.get("refresh_token_expires_in")
-            seconds = float(lifetime) if lifetime is not None else self.refresh_token_lifetime.total_seconds()
+            default = self.refresh_token_lifetime.total_seconds()
+            seconds = float(lifetime) if lifetime is not None else default  # float ok: seconds, not money
             token["refresh_expires_at"] = now + seconds
         self._token = token
         logger.info("Nmbrs token pair renewed; refresh token valid %.1f more days", self.refresh_token_days_left or 0)

@@ -164,7 +164,7 @@ class VismaConnectAuth(httpx2.Auth):
 
     @property
     def expires_at(self) -> float | None:
-        return float(self._token["expires_at"]) if self._token and self._token.get("expires_at") else None
+        return float(self._token["expires_at"]) if self._token and self._token.get("expires_at") else None  # float ok
 
     def access_token(self) -> SecretStr:
         """A valid access token, renewed if it expires within the leeway."""
@@ -216,9 +216,9 @@ class VismaConnectAuth(httpx2.Auth):
         expires_at = token.get("expires_at")
         if not expires_at:
             return False
-        lifetime = float(token.get("expires_in") or self.leeway * 4)
+        lifetime = float(token.get("expires_in") or self.leeway * 4)  # float ok: seconds, not money
         margin = min(self.leeway, lifetime / 4)  # short-lived tokens (tests) are still reused
-        return time.time() >= float(expires_at) - margin
+        return time.time() >= float(expires_at) - margin  # float ok: seconds, not money
 
     def _note_status(self, response: httpx2.Response) -> httpx2.Response:
         self._last_status = response.status_code
