@@ -6,10 +6,12 @@ on a Prefect test harness, against both emulators over real HTTP with realistic 
 60 ms per read) and a per-tenant rate budget. The emulators run in processes of their own (`e2e_emulators.py`),
 as the real services are remote: their work is not charged to either contender. Beside the pipeline, on a
 fresh Visma.net emulator each time, a bare asyncio httpx2 script posts the same prebuilt payloads (the core's
-own parse and build) with the same concurrency: `--workers` administrations posting at once, each
-administration's periods in order. (The pipeline also reads ahead, up to `--workers` reads at once in its
-other lane: reference data, Nmbrs journals; the bare script has nothing to read.) Both are repeated at zero
-latency, where the difference is the pipeline's own cost.
+own parse and build) with the same concurrency: `--workers` administrations creating at once, each
+administration's periods in order (the bench counts the creates in flight on both sides, and stops if the
+pipeline's exceed `--workers`). The pipeline also reads ahead, up to `--workers` reads and look-ups at once in
+its other lanes (reference data, Nmbrs journals, the periods' listings), and readies up to `--workers` more
+posting tasks (keys locked, intents written) while the creating ones hold their slots; the bare script has
+nothing to read or record. Both are repeated at zero latency, where the difference is the pipeline's own cost.
 
     python bench/e2e.py [--admins N] [--workers N] [--create-latency S] [--read-latency S] [--budget N]
                         [--repeat K]
@@ -174,6 +176,35 @@ class Sampler:
         return self.counts.most_common(count)
 
 
+class AtOnce:
+    """Counts the most calls of a method in progress at once, while installed (the pipeline's creates)."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner, self.name = owner, name
+        self.original = getattr(owner, name)
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> AtOnce:
+        original = self.original
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.now -= 1
+
+        setattr(self.owner, self.name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(self.owner, self.name, self.original)
+
+
 @dataclass
 class Phase:
     name: str
@@ -183,6 +214,7 @@ class Phase:
     rss_start: float = 0.0
     rss_peak: float = 0.0
     cpu: Counter[str] = field(default_factory=Counter)
+    creating: int = 0  # the most creates in flight at once
 
 
 class Bench:
@@ -227,6 +259,7 @@ class Bench:
     def pipeline(self, create_latency: float, read_latency: float, label: str) -> Phase:
         import e2e_world
 
+        from nmbrs_visma.clients.visma_net import VismaNetClient
         from nmbrs_visma.flows import post_payroll_journals as flow_module
         from nmbrs_visma.flows.period import PeriodRun
         from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
@@ -244,7 +277,11 @@ class Bench:
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
         sampler = Sampler()
         clock = CpuClock(self.emulators.pids)
-        with PeakRss() as memory, sampler if self.args.profile else contextlib.nullcontext():
+        with (
+            PeakRss() as memory,
+            AtOnce(VismaNetClient, "create_journal_transaction") as creates,
+            sampler if self.args.profile else contextlib.nullcontext(),
+        ):
             cpu = clock.read()
             started = time.perf_counter()
             rows = post_payroll_journals(period=e2e_world.PERIOD)
@@ -253,7 +290,12 @@ class Bench:
         for owner, name, original, spent in stages:
             setattr(owner, name, original)
             print(f"  stage {name:<18} {spent[0]:8.2f}s ({label})")
-        print(f"  most tasks in flight: {dict(in_flight)} ({label}; the limit is --workers per lane)")
+        print(
+            f"  most tasks in flight: {dict(in_flight)} ({label}; limits: --workers per lane, twice that for post), "
+            f"most creates at once: {creates.most}"
+        )
+        if creates.most > self.args.workers:
+            raise SystemExit(f"the pipeline had {creates.most} creates at once, over --workers {self.args.workers}")
         if self.args.profile:
             total = sum(sampler.counts.values()) or 1
             print(f"\nwhere the pipeline's threads spent their time ({label}), share of thread samples:")
@@ -268,20 +310,20 @@ class Bench:
                 f"pipeline did not post everything once: {dict(statuses)}, ledger {stats.booked}\n"
                 + "\n".join(problems[:10])
             )
-        return Phase("pipeline", wall, stats.requests, stats.tokens, memory.start, memory.peak, cpu)
+        return Phase("pipeline", wall, stats.requests, stats.tokens, memory.start, memory.peak, cpu, creates.most)
 
     def bare(self, create_latency: float, read_latency: float) -> Phase:
         url = self.fresh_visma(create_latency, read_latency)
         clock = CpuClock(self.emulators.pids)
         cpu = clock.read()
         started = time.perf_counter()
-        asyncio.run(bare_post(url, self.prebuilt, self.args.workers))
+        creating = asyncio.run(bare_post(url, self.prebuilt, self.args.workers))
         wall = time.perf_counter() - started
         cpu = clock.read() - cpu
         stats = self.emulators.stats()
         if stats.booked != 3 * self.args.admins:
             raise SystemExit(f"bare run booked {stats.booked}, expected {3 * self.args.admins}")
-        return Phase("bare", wall, stats.requests, stats.tokens, cpu=cpu)
+        return Phase("bare", wall, stats.requests, stats.tokens, cpu=cpu, creating=creating)
 
     def stop(self) -> None:
         if self.emulators is not None:
@@ -307,14 +349,16 @@ def timed(owner: Any, name: str, after: Any = None) -> tuple[Any, str, Any, list
     return owner, name, original, spent
 
 
-async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int) -> None:
-    """The floor: a token per tenant, then its payloads in order; 429s waited out by Retry-After."""
+async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int) -> int:
+    """The floor: a token per tenant, then its payloads in order; 429s waited out by Retry-After. Returns the
+    most creates it had in flight at once."""
     import httpx2
 
     from nmbrs_visma.sandbox.visma_net import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET
 
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     gate = asyncio.Semaphore(concurrency)
+    creating = [0, 0]  # now, most
     async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
 
         async def send(method: str, path: str, **kwargs: Any) -> Any:
@@ -339,9 +383,15 @@ async def bare_post(url: str, payloads: dict[str, list[bytes]], concurrency: int
                     "Content-Type": "application/json",
                 }
                 for body in bodies:
-                    await send("POST", "/v2/journaltransaction", content=body, headers=headers)
+                    creating[0] += 1
+                    creating[1] = max(creating)
+                    try:
+                        await send("POST", "/v2/journaltransaction", content=body, headers=headers)
+                    finally:
+                        creating[0] -= 1
 
         await asyncio.gather(*(administration(tenant, bodies) for tenant, bodies in payloads.items()))
+    return creating[1]
 
 
 def report(label: str, pipeline: Phase, bare: Phase, admins: int) -> float:
@@ -352,6 +402,7 @@ def report(label: str, pipeline: Phase, bare: Phase, admins: int) -> float:
     print(f"  pipeline requests per administration: {per_admin:.2f} (+ {pipeline.tokens / admins:.2f} token)")
     for kind, count in sorted(pipeline.requests.items()):
         print(f"    {kind:<28} {count / admins:6.2f} per administration  {count / admins / 3:6.2f} per period")
+    print(f"  most creates at once: pipeline {pipeline.creating}, bare {bare.creating}")
     bare_requests = sum(bare.requests.values()) / admins
     print(f"  bare requests per administration: {bare_requests:.2f} (+ {bare.tokens / admins:.2f} token)")
     for phase in (pipeline, bare):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -100,8 +101,11 @@ class PeriodRun:
         self.post = post
         self.board = board
         self.last_period = last_period
-        self.lanes = Lanes(read=workers, look=workers, post=workers)
+        # posting tasks: up to `workers` creating (holding a sending slot), as many more readying the next ones
+        # (keys locked, intents written), so a slot freed is taken by a create, not by a task's start
+        self.lanes = Lanes(read=workers, look=workers, post=2 * workers)
         self.lanes.feed("read", "look", "post", queued=workers)
+        self._sending = threading.BoundedSemaphore(workers)
         self._readers = ThreadPoolExecutor(2 * workers, thread_name_prefix="read")  # the read and look lanes
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
@@ -239,6 +243,7 @@ class PeriodRun:
             self.record,
             self._flow_run_id,
             quote(looked_up),
+            quote(self._sending),
         )
         self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
 

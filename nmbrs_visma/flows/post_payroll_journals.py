@@ -38,8 +38,9 @@ def max_workers() -> int:
 
 
 def task_threads() -> int:
-    """The flow's task runner threads: the `post` lane at its limit (the `read` lane has threads of its own)."""
-    return max_workers()
+    """The flow's task runner threads: the `post` lane at its limit, twice `max_workers` (flows/period.py; the
+    `read` and `look` lanes have threads of their own)."""
+    return 2 * max_workers()
 
 
 # -- the flow -----------------------------------------------------------------------------------------------

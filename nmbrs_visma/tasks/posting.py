@@ -11,7 +11,9 @@ For the transactions of one administration:
    could not be read ahead, is looked up again now, under the lock;
 4. period by period, a key found is recorded as sent; the keys absent are recorded as intents (all of them
    before the first create), then created one by one, each outcome recorded as sent while the next create is
-   out (all written before the locks are let go).
+   out (all written before the locks are let go). The creates wait for a sending slot (`sending`, shared by
+   the run's posting tasks: the administrations creating at once), so steps 3 and 4 up to the first create,
+   and the writes after the last, happen while other administrations hold the slots.
 A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
 and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
 run looks it up once more (by then a late commit shows) before it posts.
@@ -23,6 +25,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -108,12 +111,21 @@ class Posting:
 
 
 class AdministrationPoster:
-    """Posts the postings of one administration through one client, against one record."""
+    """Posts the postings of one administration through one client, against one record; its creates wait for
+    `sending` (a semaphore the run's posting tasks share) when given."""
 
-    def __init__(self, client: LedgerClient, record: PostingRecord, *, flow_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client: LedgerClient,
+        record: PostingRecord,
+        *,
+        flow_run_id: str | None = None,
+        sending: AbstractContextManager[object] | None = None,
+    ) -> None:
         self.client = client
         self.record = record
         self.flow_run_id = flow_run_id
+        self.sending = sending
 
     def look_up(self, postings: Sequence[Posting]) -> Listings:
         """What Visma.net holds in the periods of the keys not recorded as sent, read before the keys' locks
@@ -175,12 +187,14 @@ class AdministrationPoster:
         absent = [posting for posting, found in decided if found is None]
         at_once([partial(self._write, posting.entry(PostingState.INTENT), holder) for posting in absent])
         outcomes: list[Future[None]] = []
+        slot = self.sending if absent and self.sending is not None else nullcontext()
         try:
-            for posting, found in decided:
-                if found is not None:
-                    rows.append(self._adopt(posting, found, holder))
-                else:
-                    rows.append(self._create(posting, holder, outcomes))
+            with slot:  # only the API calls hold a sending slot
+                for posting, found in decided:
+                    if found is not None:
+                        rows.append(self._adopt(posting, found, holder))
+                    else:
+                        rows.append(self._create(posting, holder, outcomes))
         finally:
             wait(outcomes)
         for outcome in outcomes:
@@ -291,7 +305,9 @@ def post_administration(
     record: PostingRecord,
     flow_run_id: str | None = None,
     looked_up: Listings | None = None,
+    sending: AbstractContextManager[object] | None = None,
 ) -> list[StatusRow]:
     """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
     record and the look-up decide every key, and a retry would only repeat that."""
-    return AdministrationPoster(client, record, flow_run_id=flow_run_id).post(postings, looked_up)
+    poster = AdministrationPoster(client, record, flow_run_id=flow_run_id, sending=sending)
+    return poster.post(postings, looked_up)

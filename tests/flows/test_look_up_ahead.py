@@ -1,19 +1,25 @@
-"""The look-up read ahead of the posting slot (tasks/posting.py, step 3), against an in-memory ledger.
+"""The look-up read ahead of the posting slot (tasks/posting.py, step 3), and the sending slots the creates wait
+for (step 4), against an in-memory ledger.
 
 A unit test of one component, the poster's decisions: the ledger here is a plain fake with the two calls the
 poster makes. What must hold: a key nobody attempted is decided on the listing read ahead (no second listing);
 a key another run attempted after that listing (an intent in the shared record) is looked up again under the
-lock and never created twice; a period that could not be read ahead is looked up under the lock.
+lock and never created twice; a period that could not be read ahead is looked up under the lock. A poster
+waiting for a sending slot already holds its keys' locks and has written its intents; the slots bound the
+administrations creating at once.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 from nmbrs_visma.clients.visma_net import JournalTransactionSummary
 from nmbrs_visma.journals.keys import key_marker, posting_key
-from nmbrs_visma.posting_record import PostingRecord, PostingState
+from nmbrs_visma.posting_record import PostingRecord, PostingState, storage_key
 from nmbrs_visma.results import Status
 from nmbrs_visma.tasks.posting import AdministrationPoster, Posting
 
@@ -52,8 +58,8 @@ class FakeLedger:
         raise AssertionError("not released in these tests")
 
 
-def _posting(period_id: str) -> Posting:
-    key = posting_key(1001, "run-1", period_id, "1000001/1/L")
+def _posting(period_id: str, administration: str = "1000001/1/L") -> Posting:
+    key = posting_key(1001, "run-1", period_id, administration)
     description = f"Payroll 1001 {key_marker(key)}"
     return Posting(
         key=key,
@@ -61,7 +67,7 @@ def _posting(period_id: str) -> Posting:
         company_name="Demo BV",
         run_id="run-1",
         reference="NM2603R1",
-        administration="1000001/1/L",
+        administration=administration,
         period_id=period_id,
         lines=2,
         debit=Decimal("10.00"),
@@ -140,3 +146,59 @@ def test_every_intent_is_recorded_before_the_first_create_and_every_outcome_befo
     after = [PostingRecord(tmp_path).peek(p.key) for p in postings]
     assert [entry.state if entry else None for entry in after] == [PostingState.SENT] * 3
     assert [entry.batch_number if entry else None for entry in after] == [row.batch_number for row in rows]
+
+
+def test_creates_wait_for_a_sending_slot_with_the_keys_locked_and_the_intents_written(tmp_path: Path) -> None:
+    ledger = FakeLedger()
+    record = PostingRecord(tmp_path)
+    sending = threading.BoundedSemaphore(1)
+    poster = AdministrationPoster(ledger, record, sending=sending)
+    postings = [_posting("202601"), _posting("202602"), _posting("202603")]
+    looked_up = poster.look_up(postings)
+
+    def states() -> list[PostingState | None]:
+        return [entry.state if entry else None for entry in (record.peek(p.key) for p in postings)]
+
+    sending.acquire()  # another administration is creating
+    with ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(poster.post, postings, looked_up)
+        deadline = time.monotonic() + 10
+        while states() != [PostingState.INTENT] * 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # room for a create that should not happen
+        assert states() == [PostingState.INTENT] * 3
+        assert ledger.creates == 0 and not posted.done()
+        assert all(record.lock_manager.is_locked(storage_key(p.key)) for p in postings)
+        sending.release()
+        rows = posted.result(timeout=10)
+    assert [row.status for row in rows] == [Status.SENT] * 3
+    assert ledger.creates == 3 and states() == [PostingState.SENT] * 3
+    assert not any(record.lock_manager.is_locked(storage_key(p.key)) for p in postings)
+
+
+def test_the_sending_slots_bound_the_administrations_creating_at_once(tmp_path: Path) -> None:
+    creating = 0
+    most = 0
+    counting = threading.Lock()
+
+    class SlowLedger(FakeLedger):
+        def create_journal_transaction(self, payload: bytes) -> str:
+            nonlocal creating, most
+            with counting:
+                creating += 1
+                most = max(most, creating)
+            time.sleep(0.05)
+            with counting:
+                creating -= 1
+                return super().create_journal_transaction(payload)
+
+    ledger = SlowLedger()
+    record = PostingRecord(tmp_path)
+    sending = threading.BoundedSemaphore(2)
+    batches = [[_posting(p, f"100000{n}/1/L") for p in ("202601", "202602", "202603")] for n in range(1, 5)]
+    with ThreadPoolExecutor(4) as pool:
+        posted = [pool.submit(AdministrationPoster(ledger, record, sending=sending).post, batch) for batch in batches]
+        rows = [row for future in posted for row in future.result(timeout=30)]
+    assert [row.status for row in rows] == [Status.SENT] * 12
+    assert ledger.creates == 12
+    assert most == 2  # each administration's creates one after another, two administrations at once
