@@ -459,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         args.admins,
     )
     report("zero latency", *fast, args.admins)
+    first = pairs[0][0]  # the run that starts from the process as set up: later ones start from its high-water mark
+    growth = first.rss_peak - first.rss_start
+    print(
+        f"\nmemory, first pipeline run: RSS {first.rss_start:.0f} MB -> peak {first.rss_peak:.0f} MB "
+        f"(+{growth:.0f} MB, {growth * 1024 / args.admins:.0f} KB per administration)"
+    )
     overhead_ms = (fast[0].wall - fast[1].wall) / args.admins * 1000
     print(f"\npipeline own overhead at zero latency: {overhead_ms:.1f} ms per administration")
     print(f"ratio={ratio:.2f} overhead_ms={overhead_ms:.1f}")
