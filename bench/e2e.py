@@ -260,6 +260,7 @@ class Bench:
         import e2e_world
 
         from nmbrs_visma.clients.visma_net import VismaNetClient
+        from nmbrs_visma.flows import period as period_module
         from nmbrs_visma.flows import post_payroll_journals as flow_module
         from nmbrs_visma.flows.period import PeriodRun
         from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
@@ -271,7 +272,16 @@ class Bench:
             for lane, count in period_run.lanes.most_in_flight.items():
                 in_flight[lane] = max(in_flight[lane], count)
 
-        stages = [timed(flow_module, "connect_accounts"), timed(PeriodRun, "run", after=held)]
+        batches: list[int] = []  # companies per plan step
+
+        def counted(reads: Any, *args: Any) -> None:
+            batches.append(len(reads))
+
+        stages = [
+            timed(flow_module, "connect_accounts"),
+            timed(PeriodRun, "run", after=held),
+            timed(period_module, "plan_read_companies", after=counted),
+        ]
 
         self.fresh_visma(create_latency, read_latency)
         os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
@@ -289,7 +299,8 @@ class Bench:
             cpu = clock.read() - cpu
         for owner, name, original, spent in stages:
             setattr(owner, name, original)
-            print(f"  stage {name:<18} {spent[0]:8.2f}s ({label})")
+            print(f"  stage {name:<20} {spent[0]:8.2f}s ({label})")
+        print(f"  plan steps: {len(batches)} for {sum(batches)} companies, at most {max(batches, default=0)} at once")
         print(
             f"  most tasks in flight: {dict(in_flight)} ({label}; limits: --workers per lane, twice that for post), "
             f"most creates at once: {creates.most}"

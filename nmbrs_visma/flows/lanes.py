@@ -64,6 +64,10 @@ class Lanes:
         """Tasks queued in `lane`, not started yet."""
         return len(self._waiting[lane])
 
+    def busy(self, lane: str) -> bool:
+        """Whether `lane` has work running or queued."""
+        return bool(self._running[lane] or self._waiting[lane])
+
     def _start(self) -> None:
         started = True
         while started:  # starting one lane's work may let a lane it feeds start too

@@ -1,13 +1,15 @@
 """One payroll period of a run, as a pipeline: read ahead, and post each administration as soon as it is ready.
 
-Per company, one preparation (tasks/prepare.py) in one of the flow's reading threads: its tenant's reference
-data (read once per run), its runs and journals from Nmbrs, checked and built. Once every company of an
-administration is prepared, the administration's periods are looked up in Visma.net (tasks/posting.py says
-why that may happen ahead of the posting), then one posting task for the administration. Preparations run in
-the `read` lane, look-ups in the `look` lane (both in the flow's reading threads) and postings in the `post`
-lane, each with up to `workers` in flight (flows/lanes.py): a slow Nmbrs document or listing never holds a
-Visma.net posting slot, and the first administrations post while later companies are still read. In the
-run's last period, an administration's status artifact is published the moment it is done (`StatusBoard`).
+Per company, one read (tasks/prepare.py) in one of the flow's reading threads: its tenant's reference data
+(read once per run), its runs and journals from Nmbrs. The companies read are planned (checked and built)
+together, in one batch per plan step (`PLAN_BATCH` at most; sooner when posting runs short of work or nothing
+more is being read): pandas costs a fixed few milliseconds per call. Once every company of an administration
+is planned, the administration's periods are looked up in Visma.net (tasks/posting.py says why that may
+happen ahead of the posting), then one posting task for the administration. Reads run in the `read` lane,
+plan steps in the `plan` lane, look-ups in the `look` lane (all in the flow's reading threads) and postings in
+the `post` lane (flows/lanes.py): a slow Nmbrs document or listing never holds a Visma.net posting slot, and
+the first administrations post while later companies are still read. In the run's last period, an
+administration's status artifact is published the moment it is done (`StatusBoard`).
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
 from nmbrs_visma.tasks.posting import AdministrationPoster, Listings, Posting, post_administration
-from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, prepare_company
+from nmbrs_visma.tasks.prepare import CompanyRead, CompanySources, plan_or_fail, plan_read_companies, read_company
 from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
 
 logger = logging.getLogger(__name__)
 
 AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
+PLAN_BATCH = 8  # companies planned together at most: batches past eight save little more per company
+PLAN_SHORT = 2  # look-ups and postings queued below which the companies read so far are planned at once
 
 
 def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
@@ -103,10 +107,12 @@ class PeriodRun:
         self.last_period = last_period
         # posting tasks: up to `workers` creating (holding a sending slot), as many more readying the next ones
         # (keys locked, intents written), so a slot freed is taken by a create, not by a task's start
-        self.lanes = Lanes(read=workers, look=workers, post=2 * workers)
+        self.lanes = Lanes(read=workers, plan=1, look=workers, post=2 * workers)
         self.lanes.feed("read", "look", "post", queued=workers)
         self._sending = threading.BoundedSemaphore(workers)
-        self._readers = ThreadPoolExecutor(2 * workers, thread_name_prefix="read")  # the read and look lanes
+        self._readers = ThreadPoolExecutor(2 * workers + 1, thread_name_prefix="read")  # read, plan, look lanes
+        self._read: list[tuple[int, CompanyRead]] = []  # companies read, not planned yet
+        self._planning = False  # a plan step queued or running
         self.rows: list[StatusRow] = []
         self.postings: list[Posting] = []  # a dry run's planned postings, for its preview
         self._unplanned: Counter[AdministrationGroup] = Counter()  # companies not prepared yet
@@ -148,6 +154,8 @@ class PeriodRun:
         for company in ready:
             self._prepare(company)
         self.lanes.run()
+        if self._read:  # every callback plans what is due, and the last read plans the rest
+            raise RuntimeError(f"companies read but never planned: {[company for company, _ in self._read]}")
 
     # -- prepare, post, publish: each step queues the next -----------------------------------------------------
 
@@ -173,23 +181,46 @@ class PeriodRun:
             tenant_id=self.connections.tenants.get(account, ""),
             references=self.connections.references,
         )
-        prepare = partial(prepare_company, company, self._nmbrs_company(company), self.period, mapping, sources)
+        read = partial(read_company, company, self._nmbrs_company(company), self.period, mapping, sources)
         context = contextvars.copy_context()  # the flow run's, as a task's would be
-        submit = partial(self._readers.submit, context.run, prepare)
-        self.lanes.add("read", submit, partial(self._read_and_planned, company))
+        submit = partial(self._readers.submit, context.run, read)
+        self.lanes.add("read", submit, partial(self._company_read, company))
 
-    def _read_and_planned(self, company: int, future: Future[CompanyPlan]) -> None:
+    def _company_read(self, company: int, future: Future[CompanyRead]) -> None:
         try:
-            plan: CompanyPlan = future.result()
+            self._read.append((company, future.result()))
         except ReferenceUnavailable as exc:
             self._unavailable(company, exc)
-            return
         except Exception as exc:  # planning failures come back as rows: this is the read from Nmbrs
             reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
             self._add(company, [self._failed(company, reason)])
             self._planned(company, [])
+        self._plan_when_due()
+
+    def _plan_when_due(self) -> None:
+        """Plan the companies read so far in one step, once there are `PLAN_BATCH` of them, or sooner when the
+        look-ups and postings queued run short or nothing more is being read (one step at a time)."""
+        if not self._read or self._planning:
             return
-        self._prepared(company, plan)
+        short = self.lanes.waiting("look") + self.lanes.waiting("post") < PLAN_SHORT
+        if len(self._read) < PLAN_BATCH and not short and self.lanes.busy("read"):
+            return
+        batch, self._read = self._read[:PLAN_BATCH], self._read[PLAN_BATCH:]
+        self._planning = True
+        plan = partial(plan_read_companies, [read for _, read in batch], self.period)
+        submit = partial(self._readers.submit, contextvars.copy_context().run, plan)
+        self.lanes.add("plan", submit, partial(self._batch_planned, [company for company, _ in batch]))
+
+    def _batch_planned(self, companies: list[int], future: Future[list[CompanyPlan]]) -> None:
+        self._planning = False
+        try:
+            plans = future.result()
+        except Exception as exc:  # pragma: no cover - plan_read_companies turns failures into rows
+            reason = f"preparing the journals failed: {type(exc).__name__}: {exc}"
+            plans = [CompanyPlan(rows=[self._failed(company, reason)]) for company in companies]
+        for company, plan in zip(companies, plans, strict=True):
+            self._prepared(company, plan)
+        self._plan_when_due()
 
     def _unavailable(self, company: int, exc: ReferenceUnavailable) -> None:
         self._add(company, [refused_row(company, [exc.refusal], period=self.period, status=Status.FAILED)])
@@ -246,6 +277,7 @@ class PeriodRun:
             quote(self._sending),
         )
         self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
+        self._plan_when_due()  # a look-up done: the queues may be running short
 
     def _posted(
         self, group: AdministrationGroup, administration: str, postings: list[Posting], future: PrefectFuture[Any]
@@ -258,6 +290,7 @@ class PeriodRun:
         self._add_to_group(group, rows)
         self._posting[group] -= 1
         self._maybe_done(group)
+        self._plan_when_due()  # a posting done: the queues may be running short
 
     def _maybe_done(self, group: AdministrationGroup) -> None:
         """Once an administration is prepared and posted in the run's last period, publish its status, and close

@@ -118,9 +118,14 @@ def plan_run(
     reference: AdministrationReference | None,
 ) -> RunPlan:
     """`build_many` for one run's lines (a `run_id` column is added when missing)."""
-    if RUN_COLUMN not in lines.columns:
-        lines = lines.assign(**{RUN_COLUMN: pd.Series(run.run_id, index=lines.index, dtype="str")})
-    return build_many(lines, {run.run_id: RunContext(run, mapping, reference)})[run.run_id]
+    return build_many(with_run_id(lines, run), {run.run_id: RunContext(run, mapping, reference)})[run.run_id]
+
+
+def with_run_id(lines: pd.DataFrame, run: PayrollRun) -> pd.DataFrame:
+    """One run's line frame with its `run_id` column (added when missing), ready to join other runs'."""
+    if RUN_COLUMN in lines.columns:
+        return lines
+    return lines.assign(**{RUN_COLUMN: pd.Series(run.run_id, index=lines.index, dtype="str")})
 
 
 def build_many(lines: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict[str, RunPlan]:

@@ -7,10 +7,12 @@ is never half booked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nmbrs_visma.journals.build import PlannedTransaction, plan_run
+import pandas as pd
+
+from nmbrs_visma.journals.build import PlannedTransaction, RunContext, RunPlan, build_many, plan_run, with_run_id
 from nmbrs_visma.journals.keys import mapping_administration_id
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
 from nmbrs_visma.payroll_period import PayrollPeriod
@@ -62,6 +64,44 @@ def plan_company(
     period: PayrollPeriod,
 ) -> CompanyPlan:
     """Check every run of the company's period; build the transactions only when all runs pass."""
+    plans = {run.run_id: plan_run(lines, run, mapping, reference) for run, lines in _readable_runs(journals)}
+    return _company_plan(journals, mapping, reference, period, plans)
+
+
+CompanyInput = tuple[CompanyJournals, AdministrationMapping, AdministrationReference]
+
+
+def plan_companies(companies: Sequence[CompanyInput], period: PayrollPeriod) -> list[CompanyPlan]:
+    """`plan_company` of each company, with one `build_many` over all their runs: pandas costs a fixed few
+    milliseconds per call, more than a run's few hundred lines (7.4 ms a company alone, 2.1 ms in batches of
+    eight). Raises what `build_many` raises, for the batch as a whole: plan the companies one by one then."""
+    frames: list[pd.DataFrame] = []
+    contexts: dict[str, RunContext] = {}
+    for journals, mapping, reference in companies:
+        for run, lines in _readable_runs(journals):
+            if run.run_id in contexts:
+                raise ValueError(f"run {run.run_id} appears twice in one batch (company {journals.company})")
+            contexts[run.run_id] = RunContext(run, mapping, reference)
+            frames.append(with_run_id(lines, run))
+    plans = build_many(pd.concat(frames, ignore_index=True), contexts) if frames else {}
+    return [_company_plan(journals, mapping, reference, period, plans) for journals, mapping, reference in companies]
+
+
+def _readable_runs(journals: CompanyJournals) -> list[tuple[PayrollRun, pd.DataFrame]]:
+    """The runs whose journal could be read, with their lines (none when the source as a whole could not)."""
+    if journals.error is not None:
+        return []
+    return [(journal.run, journal.lines) for journal in journals.runs if journal.lines is not None]
+
+
+def _company_plan(
+    journals: CompanyJournals,
+    mapping: AdministrationMapping,
+    reference: AdministrationReference,
+    period: PayrollPeriod,
+    plans: Mapping[str, RunPlan],
+) -> CompanyPlan:
+    """The company's rows or postings from its runs' plans (`plans` holds at least every readable run's)."""
     administration = mapping_administration_id(mapping, reference)
     name = journals.company_name
     if journals.error is not None:
@@ -86,7 +126,7 @@ def plan_company(
         if journal.lines is None:
             refused[run.run_id] = [_invalid(run, journal.error or "journal could not be read")]
             continue
-        plan = plan_run(journal.lines, run, mapping, reference)
+        plan = plans[run.run_id]
         if plan.refused:
             refused[run.run_id] = list(plan.refusals)
         planned.extend((run, transaction) for transaction in plan.transactions)

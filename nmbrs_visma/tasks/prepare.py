@@ -1,4 +1,5 @@
-"""Prepare one company's period: its tenant's reference, its journals from Nmbrs, checked and built.
+"""Prepare a company's period in two steps: read it (its tenant's reference, its journals from Nmbrs), then
+plan it (checked and built), several companies at once when several are read.
 
 Runs in the flow's own reading threads (flows/period.py), not as a Prefect task. Why: it only reads and
 computes, so a failure costs nothing to redo and is reported as the company's row with its reason; the reads
@@ -9,6 +10,7 @@ in the UI that the status artifacts already give. Posting, which changes the led
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,7 @@ from nmbrs_visma.journals.models import AdministrationMapping, AdministrationRef
 from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
-from nmbrs_visma.tasks.plan import CompanyPlan, plan_company
+from nmbrs_visma.tasks.plan import CompanyPlan, plan_companies, plan_company
 from nmbrs_visma.tasks.reference import References, reference_key
 
 if TYPE_CHECKING:
@@ -48,16 +50,34 @@ def plan_or_fail(
         )
 
 
-def prepare_company(
+@dataclass(frozen=True)
+class CompanyRead:
+    """A company's period as read, ready to plan: its journals, its mapping and its tenant's reference."""
+
+    journals: CompanyJournals
+    mapping: AdministrationMapping
+    reference: AdministrationReference
+
+
+def read_company(
     company_number: int,
     company: NmbrsCompany,
     period: PayrollPeriod,
     mapping: AdministrationMapping,
     sources: CompanySources,
-) -> CompanyPlan:
-    """The company's tenant reference (read once per run), its runs of `period` from Nmbrs, their journals
-    checked and built: rows and postings. `ReferenceUnavailable` when the tenant's reference cannot be read;
-    other exceptions are a failed read from Nmbrs."""
+) -> CompanyRead:
+    """The company's tenant reference (read once per run) and its runs of `period` with their journals from
+    Nmbrs. `ReferenceUnavailable` when the tenant's reference cannot be read; other exceptions are a failed read
+    from Nmbrs."""
     reference = sources.references.get(reference_key(mapping), sources.visma, sources.tenant_id)
     journals = extract_journals(company_number, company, sources.nmbrs, period, mapping_journal_kind(mapping))
-    return plan_or_fail(journals, mapping, reference, period)
+    return CompanyRead(journals, mapping, reference)
+
+
+def plan_read_companies(reads: Sequence[CompanyRead], period: PayrollPeriod) -> list[CompanyPlan]:
+    """`plan_companies` over the companies read; when the batch fails, each company alone (`plan_or_fail`), so a
+    failure becomes its own company's row and the others are planned as usual."""
+    try:
+        return plan_companies([(read.journals, read.mapping, read.reference) for read in reads], period)
+    except Exception:
+        return [plan_or_fail(read.journals, read.mapping, read.reference, period) for read in reads]

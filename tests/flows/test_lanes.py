@@ -162,3 +162,19 @@ def test_a_freed_slot_is_refilled_before_the_callback_runs() -> None:
         lanes.add("post", lambda: Job(pool, job("second")), lambda done: None)
         lanes.run()
     assert started["second"] < callback_ended[0]
+
+
+def test_busy_says_whether_a_lane_has_work_running_or_queued() -> None:
+    lanes = Lanes(read=1, plan=1)
+    seen: list[tuple[bool, bool]] = []
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(2):
+            lanes.add(
+                "read",
+                lambda: Job(pool, lambda: time.sleep(0.01)),
+                lambda _done: seen.append((lanes.busy("read"), lanes.busy("plan"))),
+            )
+        assert lanes.busy("read") and not lanes.busy("plan")
+        lanes.run()
+    assert seen == [(True, False), (False, False)]  # the second read still running after the first, then none
+    assert not lanes.busy("read")

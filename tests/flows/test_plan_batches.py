@@ -1,0 +1,85 @@
+"""Companies planned together (tasks/plan.py `plan_companies`, tasks/prepare.py `plan_read_companies`).
+
+One `build_many` over several companies' runs must give each company exactly what planning it alone gives:
+the same rows, the same postings, byte for byte the same payloads, whatever mix of sendable, refused, empty
+and unreadable companies a batch holds. A batch that cannot be planned as a whole (a broken frame, a run id
+seen twice) is planned company by company, so a failure stays with its own company.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
+from nmbrs_visma.payroll_period import PayrollPeriod
+from nmbrs_visma.results import Status
+from nmbrs_visma.tasks.extract import CompanyJournals, RunJournal
+from nmbrs_visma.tasks.plan import CompanyInput, plan_companies, plan_company
+from nmbrs_visma.tasks.prepare import CompanyRead, plan_read_companies
+from tests.journals.builders import MARCH_WITH_CORRECTION, demo_reference, journal_xml, line_xml, make_mapping, make_run
+
+MARCH = PayrollPeriod(2026, 3)
+UNKNOWN_ACCOUNT = journal_xml(
+    [("20260325", "3/2026", [line_xml("9999", "10,00", "debit"), line_xml("1700", "10,00", "credit")])]
+)
+
+
+def _company(number: int, *runs: tuple[str, bytes | None], error: str | None = None) -> CompanyInput:
+    journals = CompanyJournals(
+        company=number,
+        company_name=f"Company {number}",
+        runs=[
+            RunJournal(make_run(number, run_id=run_id, number=index), lines=parse_journal_xml(xml))
+            if xml is not None
+            else RunJournal(make_run(number, run_id=run_id, number=index), error="document not ready")
+            for index, (run_id, xml) in enumerate(runs, start=1)
+        ],
+        error=error,
+    )
+    return journals, make_mapping(number), demo_reference()
+
+
+def _mix() -> list[CompanyInput]:
+    return [
+        _company(1002, ("run-1002", MARCH_WITH_CORRECTION)),  # sendable: two periods
+        _company(1003, ("run-1003", UNKNOWN_ACCOUNT)),  # refused
+        _company(1004),  # no run in the period
+        _company(1005, error="the journal file could not be read"),  # unreadable source
+        _company(1006, ("run-1006a", MARCH_WITH_CORRECTION), ("run-1006b", None)),  # one run unreadable
+        _company(1007, ("run-1007a", MARCH_WITH_CORRECTION), ("run-1007b", MARCH_WITH_CORRECTION)),  # two runs
+    ]
+
+
+def test_a_batch_plans_each_company_as_planning_it_alone_does() -> None:
+    companies = _mix()
+    alone = [plan_company(journals, mapping, reference, MARCH) for journals, mapping, reference in companies]
+    together = plan_companies(companies, MARCH)
+    assert together == alone
+    sendable = [plan for plan in together if plan.postings]
+    assert [p.postings[0].company for p in sendable] == [1002, 1007]
+    assert {row.status for plan in together for row in plan.rows} == {Status.REFUSED, Status.NO_RUN}
+
+
+@pytest.mark.parametrize("broken", ["frame", "run id twice"])
+def test_a_batch_that_cannot_be_planned_whole_is_planned_company_by_company(broken: str) -> None:
+    companies = _mix()
+    if broken == "frame":  # a frame without its amounts: the core refuses the frame, for the whole batch
+        journals, mapping, reference = companies[0]
+        lines = journals.runs[0].lines
+        assert lines is not None
+        runs = [RunJournal(journals.runs[0].run, lines=lines.drop(columns=["debit_cents"]))]
+        companies[0] = (CompanyJournals(journals.company, journals.company_name, runs), mapping, reference)
+    else:  # two companies whose runs share an id: one build over both cannot tell them apart
+        companies.append(_company(1008, ("run-1002", MARCH_WITH_CORRECTION)))
+    with pytest.raises(ValueError):
+        plan_companies(companies, MARCH)
+    reads = [CompanyRead(journals, mapping, reference) for journals, mapping, reference in companies]
+    planned = plan_read_companies(reads, MARCH)
+    if broken == "frame":
+        assert [row.status for row in planned[0].rows] == [Status.FAILED]
+        assert "preparing the journals of company 1002 failed" in planned[0].rows[0].reason
+        assert planned[0].postings == []
+        assert planned[1:] == [plan_company(*company, MARCH) for company in companies[1:]]
+    else:
+        assert planned == [plan_company(*company, MARCH) for company in companies]
+        assert planned[0].postings and planned[-1].postings
