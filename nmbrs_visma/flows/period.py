@@ -35,9 +35,9 @@ from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.posting_record import PostingRecord, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
-from nmbrs_visma.tasks.plan import CompanyPlan, refused_row
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, refused_row
 from nmbrs_visma.tasks.posting import AdministrationPoster, Listings, Posting, post_administration
-from nmbrs_visma.tasks.prepare import CompanyRead, CompanySources, plan_or_fail, plan_read_companies, read_company
+from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, plan_read_companies, read_company
 from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
 

@@ -68,23 +68,29 @@ def plan_company(
     return _company_plan(journals, mapping, reference, period, plans)
 
 
-CompanyInput = tuple[CompanyJournals, AdministrationMapping, AdministrationReference]
+@dataclass(frozen=True)
+class CompanyRead:
+    """A company's period as read, ready to plan: its journals, its mapping and its tenant's reference."""
+
+    journals: CompanyJournals
+    mapping: AdministrationMapping
+    reference: AdministrationReference
 
 
-def plan_companies(companies: Sequence[CompanyInput], period: PayrollPeriod) -> list[CompanyPlan]:
+def plan_companies(companies: Sequence[CompanyRead], period: PayrollPeriod) -> list[CompanyPlan]:
     """`plan_company` of each company, with one `build_many` over all their runs: pandas costs a fixed few
     milliseconds per call, more than a run's few hundred lines (7.4 ms a company alone, 2.1 ms in batches of
     eight). Raises what `build_many` raises, for the batch as a whole: plan the companies one by one then."""
     frames: list[pd.DataFrame] = []
     contexts: dict[str, RunContext] = {}
-    for journals, mapping, reference in companies:
-        for run, lines in _readable_runs(journals):
+    for read in companies:
+        for run, lines in _readable_runs(read.journals):
             if run.run_id in contexts:
-                raise ValueError(f"run {run.run_id} appears twice in one batch (company {journals.company})")
-            contexts[run.run_id] = RunContext(run, mapping, reference)
+                raise ValueError(f"run {run.run_id} appears twice in one batch (company {read.journals.company})")
+            contexts[run.run_id] = RunContext(run, read.mapping, read.reference)
             frames.append(with_run_id(lines, run))
     plans = build_many(pd.concat(frames, ignore_index=True), contexts) if frames else {}
-    return [_company_plan(journals, mapping, reference, period, plans) for journals, mapping, reference in companies]
+    return [_company_plan(read.journals, read.mapping, read.reference, period, plans) for read in companies]
 
 
 def _readable_runs(journals: CompanyJournals) -> list[tuple[PayrollRun, pd.DataFrame]]:

@@ -18,7 +18,7 @@ from nmbrs_visma.journals.models import AdministrationMapping, AdministrationRef
 from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
-from nmbrs_visma.tasks.plan import CompanyPlan, plan_companies, plan_company
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_companies, plan_company
 from nmbrs_visma.tasks.reference import References, reference_key
 
 if TYPE_CHECKING:
@@ -50,15 +50,6 @@ def plan_or_fail(
         )
 
 
-@dataclass(frozen=True)
-class CompanyRead:
-    """A company's period as read, ready to plan: its journals, its mapping and its tenant's reference."""
-
-    journals: CompanyJournals
-    mapping: AdministrationMapping
-    reference: AdministrationReference
-
-
 def read_company(
     company_number: int,
     company: NmbrsCompany,
@@ -78,6 +69,6 @@ def plan_read_companies(reads: Sequence[CompanyRead], period: PayrollPeriod) -> 
     """`plan_companies` over the companies read; when the batch fails, each company alone (`plan_or_fail`), so a
     failure becomes its own company's row and the others are planned as usual."""
     try:
-        return plan_companies([(read.journals, read.mapping, read.reference) for read in reads], period)
+        return plan_companies(reads, period)
     except Exception:
         return [plan_or_fail(read.journals, read.mapping, read.reference, period) for read in reads]

@@ -14,8 +14,8 @@ from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
 from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status
 from nmbrs_visma.tasks.extract import CompanyJournals, RunJournal
-from nmbrs_visma.tasks.plan import CompanyInput, plan_companies, plan_company
-from nmbrs_visma.tasks.prepare import CompanyRead, plan_read_companies
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_companies, plan_company
+from nmbrs_visma.tasks.prepare import plan_read_companies
 from tests.journals.builders import MARCH_WITH_CORRECTION, demo_reference, journal_xml, line_xml, make_mapping, make_run
 
 MARCH = PayrollPeriod(2026, 3)
@@ -24,7 +24,7 @@ UNKNOWN_ACCOUNT = journal_xml(
 )
 
 
-def _company(number: int, *runs: tuple[str, bytes | None], error: str | None = None) -> CompanyInput:
+def _company(number: int, *runs: tuple[str, bytes | None], error: str | None = None) -> CompanyRead:
     journals = CompanyJournals(
         company=number,
         company_name=f"Company {number}",
@@ -36,10 +36,14 @@ def _company(number: int, *runs: tuple[str, bytes | None], error: str | None = N
         ],
         error=error,
     )
-    return journals, make_mapping(number), demo_reference()
+    return CompanyRead(journals, make_mapping(number), demo_reference())
 
 
-def _mix() -> list[CompanyInput]:
+def _alone(company: CompanyRead) -> CompanyPlan:
+    return plan_company(company.journals, company.mapping, company.reference, MARCH)
+
+
+def _mix() -> list[CompanyRead]:
     return [
         _company(1002, ("run-1002", MARCH_WITH_CORRECTION)),  # sendable: two periods
         _company(1003, ("run-1003", UNKNOWN_ACCOUNT)),  # refused
@@ -52,7 +56,7 @@ def _mix() -> list[CompanyInput]:
 
 def test_a_batch_plans_each_company_as_planning_it_alone_does() -> None:
     companies = _mix()
-    alone = [plan_company(journals, mapping, reference, MARCH) for journals, mapping, reference in companies]
+    alone = [_alone(company) for company in companies]
     together = plan_companies(companies, MARCH)
     assert together == alone
     sendable = [plan for plan in together if plan.postings]
@@ -64,22 +68,23 @@ def test_a_batch_plans_each_company_as_planning_it_alone_does() -> None:
 def test_a_batch_that_cannot_be_planned_whole_is_planned_company_by_company(broken: str) -> None:
     companies = _mix()
     if broken == "frame":  # a frame without its amounts: the core refuses the frame, for the whole batch
-        journals, mapping, reference = companies[0]
+        journals = companies[0].journals
         lines = journals.runs[0].lines
         assert lines is not None
         runs = [RunJournal(journals.runs[0].run, lines=lines.drop(columns=["debit_cents"]))]
-        companies[0] = (CompanyJournals(journals.company, journals.company_name, runs), mapping, reference)
+        companies[0] = CompanyRead(
+            CompanyJournals(journals.company, journals.company_name, runs), companies[0].mapping, companies[0].reference
+        )
     else:  # two companies whose runs share an id: one build over both cannot tell them apart
         companies.append(_company(1008, ("run-1002", MARCH_WITH_CORRECTION)))
     with pytest.raises(ValueError):
         plan_companies(companies, MARCH)
-    reads = [CompanyRead(journals, mapping, reference) for journals, mapping, reference in companies]
-    planned = plan_read_companies(reads, MARCH)
+    planned = plan_read_companies(companies, MARCH)
     if broken == "frame":
         assert [row.status for row in planned[0].rows] == [Status.FAILED]
         assert "preparing the journals of company 1002 failed" in planned[0].rows[0].reason
         assert planned[0].postings == []
-        assert planned[1:] == [plan_company(*company, MARCH) for company in companies[1:]]
+        assert planned[1:] == [_alone(company) for company in companies[1:]]
     else:
-        assert planned == [plan_company(*company, MARCH) for company in companies]
+        assert planned == [_alone(company) for company in companies]
         assert planned[0].postings and planned[-1].postings
