@@ -112,9 +112,9 @@ class PostingRecord:
     ) -> None:
         self.directory = Path(directory) if directory is not None else default_record_dir()
         self.records_dir = self.directory / "records"
-        self.lock_timeout = (
-            lock_timeout if lock_timeout is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))
-        )
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))  # float ok: seconds
+        self.lock_timeout = lock_timeout
         self.lock_manager: LockManager = lock_manager or FlockLockManager(self.directory / "locks")
         self._metadata = ResultRecordMetadata(
             storage_key=None, expiration=None, serializer=JSONSerializer(), storage_block_id=None

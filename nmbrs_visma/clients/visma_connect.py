@@ -246,7 +246,7 @@ class VismaConnectAuth(httpx2.Auth):
             time.sleep(min(2.0, 0.2 * 2**attempt))
         stored = {key: token[key] for key in token if key != "id_token"}
         if stored.get("expires_in") is not None:
-            stored["expires_at"] = asked_at + float(stored["expires_in"])
+            stored["expires_at"] = asked_at + float(stored["expires_in"])  # float ok: seconds, not money
         self._token = stored
         if self._on_token is not None:
             self._on_token(dict(stored))

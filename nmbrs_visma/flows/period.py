@@ -213,11 +213,7 @@ class PeriodRun:
 
     def _batch_planned(self, companies: list[int], future: Future[list[CompanyPlan]]) -> None:
         self._planning = False
-        try:
-            plans = future.result()
-        except Exception as exc:  # pragma: no cover - plan_read_companies turns failures into rows
-            reason = f"preparing the journals failed: {type(exc).__name__}: {exc}"
-            plans = [CompanyPlan(rows=[self._failed(company, reason)]) for company in companies]
+        plans = future.result()  # plan_read_companies turns every failure into its company's row
         for company, plan in zip(companies, plans, strict=True):
             self._prepared(company, plan)
         self._plan_when_due()

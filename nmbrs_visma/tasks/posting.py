@@ -145,7 +145,7 @@ class AdministrationPoster:
             # sent is final; anything else is decided under the lock (where a key sent since is caught too, so
             # after a look-up ahead, which peeked already, this pass is skipped)
             entry = self.record.peek(posting.key) if looked_up is None else None
-            if entry is not None and _is_sent(entry):
+            if _is_sent(entry):
                 rows.append(_already_sent(posting, entry))
             else:
                 pending.append(posting)
@@ -164,7 +164,7 @@ class AdministrationPoster:
         again: set[str] = set()  # periods to look up now, under the lock
         for posting in pending:
             entry = self.record.get(posting.key, holder)
-            if entry is not None and _is_sent(entry):  # another run finished it while we waited
+            if _is_sent(entry):  # another run finished it while we waited
                 rows.append(_already_sent(posting, entry))
                 continue
             by_period[posting.period_id].append(posting)
