@@ -224,6 +224,21 @@ class Bench:
         self.emulators: Any = None
         self.prebuilt: dict[str, list[bytes]] = {}
 
+    def ledger_url(self, label: str) -> str:
+        """A fresh, empty posting ledger for one pipeline run: a SQLite file, or a new database on --ledger."""
+        if not self.args.ledger:
+            return f"sqlite:///{self.home / f'ledger-{label}.db'}"
+        import sqlalchemy as sa
+
+        server = sa.make_url(self.args.ledger).set(drivername="postgresql+psycopg")
+        name = f"nv_bench_{label.replace('-', '_')}_{os.getpid()}"
+        engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return server.set(database=name).render_as_string(hide_password=False)
+
     def fresh_visma(self, create_latency: float, read_latency: float) -> str:
         """A new Visma.net world on the emulators' port (the blocks keep pointing at it)."""
         return str(
@@ -284,7 +299,7 @@ class Bench:
         ]
 
         self.fresh_visma(create_latency, read_latency)
-        os.environ["NMBRS_VISMA_RECORD_DIR"] = str(self.home / f"postings-{label}")
+        os.environ["NMBRS_VISMA_LEDGER_URL"] = self.ledger_url(label)
         sampler = Sampler()
         clock = CpuClock(self.emulators.pids)
         with (
@@ -436,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=60, help="API calls per tenant per window")
     parser.add_argument("--window", type=float, default=60.0, help="rate window, seconds")
     parser.add_argument("--profile", action="store_true", help="print where the pipeline's threads spend time")
+    parser.add_argument(
+        "--ledger",
+        default=None,
+        help="posting ledger: a PostgreSQL server URL (postgresql://user@host:port/db; each run gets a fresh "
+        "database on it); default a fresh SQLite file per run",
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="latency pairs (pipeline, then bare) to run; the median ratio counts"
     )

@@ -48,12 +48,25 @@ def post(
     period: Annotated[str | None, Parameter(help="payroll period YYYY-MM (default: the previous month)")] = None,
     company: Companies = None,
     journal_file: Annotated[Path | None, Parameter(help="an Nmbrs journal XML file (with one --company)")] = None,
+    run: Annotated[int, Parameter(help="the journal file's run number (a second run of a period is 2)")] = 1,
     dry_run: bool = False,
+    repost_changed: Annotated[
+        bool, Parameter(help="reverse a sent journal whose content changed, and post the new one")
+    ] = False,
 ) -> None:
     """Post the payroll journals of one period now (the same flow as the deployments)."""
     from nmbrs_visma.commands import run_post
 
-    sys.exit(run_post(period=period, companies=company, journal_file=journal_file, dry_run=dry_run))
+    sys.exit(
+        run_post(
+            period=period,
+            companies=company,
+            journal_file=journal_file,
+            dry_run=dry_run,
+            run_number=run,
+            repost_changed=repost_changed,
+        )
+    )
 
 
 @app.command
@@ -63,11 +76,14 @@ def backfill(
     end: Annotated[str, Parameter(name="--to", help="last period YYYY-MM")],
     company: Companies = None,
     dry_run: bool = False,
+    repost_changed: Annotated[
+        bool, Parameter(help="reverse a sent journal whose content changed, and post the new one")
+    ] = False,
 ) -> None:
     """Post what is missing for a range of periods (idempotent: sent periods are skipped)."""
     from nmbrs_visma.commands import run_backfill
 
-    sys.exit(run_backfill(start=start, end=end, companies=company, dry_run=dry_run))
+    sys.exit(run_backfill(start=start, end=end, companies=company, dry_run=dry_run, repost_changed=repost_changed))
 
 
 @app.command

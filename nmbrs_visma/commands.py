@@ -33,36 +33,63 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_post(*, period: str | None, companies: Sequence[int] | None, journal_file: Path | None, dry_run: bool) -> int:
+def run_post(
+    *,
+    period: str | None,
+    companies: Sequence[int] | None,
+    journal_file: Path | None,
+    dry_run: bool,
+    run_number: int = 1,
+    repost_changed: bool = False,
+) -> int:
     from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.journal_file import JournalFileError
     from nmbrs_visma.payroll_period import resolve_period
+    from nmbrs_visma.tasks.journal_file import file_period
 
     try:
-        label = str(resolve_period(period))
+        if run_number < 1:
+            return _fail(f"--run {run_number}: a run number is 1 or more")
         if journal_file is not None:
             if not companies or len(set(companies)) != 1:
                 return _fail("--journal-file needs exactly one --company (the company the file belongs to)")
             if not journal_file.is_file():
                 return _fail(f"journal file {journal_file} does not exist")
+            try:  # the file names its own period; a --period that disagrees is refused before any run
+                label = str(file_period(journal_file, companies[0], period))
+            except JournalFileError as exc:
+                return _fail(str(exc))
+        else:
+            if run_number != 1:
+                return _fail("--run names the run of a --journal-file; runs read from Nmbrs carry their own number")
+            label = str(resolve_period(period))
         rows = post_payroll_journals(
-            period=label,
+            period=label if journal_file is None or period else None,
             companies=list(companies) if companies else None,
             journal_file=str(journal_file) if journal_file else None,
             dry_run=dry_run,
+            run_number=run_number,
+            repost_changed=repost_changed,
         )
     except Exception as exc:  # a clear line, not a traceback
         return _fail(f"{type(exc).__name__}: {exc}")
     return _report(rows, f"Payroll journals {label}" + (" (dry run)" if dry_run else ""))
 
 
-def run_backfill(*, start: str, end: str, companies: Sequence[int] | None, dry_run: bool) -> int:
+def run_backfill(
+    *, start: str, end: str, companies: Sequence[int] | None, dry_run: bool, repost_changed: bool = False
+) -> int:
     from nmbrs_visma.flows.backfill import backfill_correction_periods
     from nmbrs_visma.payroll_period import period_range
 
     try:
         period_range(start, end)
         rows = backfill_correction_periods(
-            start=start, end=end, companies=list(companies) if companies else None, dry_run=dry_run
+            start=start,
+            end=end,
+            companies=list(companies) if companies else None,
+            dry_run=dry_run,
+            repost_changed=repost_changed,
         )
     except Exception as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
@@ -70,23 +97,29 @@ def run_backfill(*, start: str, end: str, companies: Sequence[int] | None, dry_r
 
 
 def status_rows(period: str | None = None, companies: Sequence[int] | None = None) -> list[StatusRow]:
-    """What the posting record holds, as status rows (period: YYYY-MM, the financial period booked)."""
+    """What the posting ledger holds, as status rows (period: YYYY-MM, the financial period booked)."""
     from nmbrs_visma.payroll_period import parse_period
-    from nmbrs_visma.posting_record import PostingRecord, PostingState
+    from nmbrs_visma.posting_ledger import PostingLedger, PostingState
     from nmbrs_visma.results import Status
 
     period_id = parse_period(period).period_id if period else None
     wanted = set(companies or ())
     rows = []
-    for entry in PostingRecord().entries():
+    for entry in PostingLedger().all_entries():
         if (period_id and entry.period_id != period_id) or (wanted and entry.company not in wanted):
             continue
+        what = "reversal of batch " + entry.reverses if entry.reverses else ""
         if entry.state is PostingState.SENT:
             status, reason = Status.SENT, ("released" if entry.released else entry.message)
+        elif entry.state is PostingState.REVERSED:
+            status, reason = Status.SENT, entry.message
         elif entry.state is PostingState.INTENT:
-            status, reason = Status.FAILED, "outcome unknown (answer lost); the next run looks it up before posting"
+            status, reason = Status.PENDING, "outcome unknown (answer lost); the next run looks it up before posting"
+        elif entry.state is PostingState.LOST:
+            status, reason = Status.FAILED, entry.message
         else:
             status, reason = Status.FAILED, entry.message
+        reason = "; ".join(part for part in (what, reason) if part)
         rows.append(
             StatusRow(
                 company=entry.company,

@@ -7,6 +7,11 @@ Tokens already in an account block (from `nmbrs-visma connect`, or rotated since
 account's identity (token URL, client id, tenant, grant type) changed. The file is validated as a whole
 before any block is written.
 
+The `nmbrs` section is optional: a bureau that posts only journal files given by hand
+(`nmbrs-visma post --journal-file FILE --company N`) needs no Nmbrs API account. A company's `nmbrs_account`
+defaults to the only Nmbrs account when there is one, is None (journal files only) when there is none, and
+must be named when there are several.
+
 The file::
 
     visma_net:
@@ -17,7 +22,7 @@ The file::
           client_secret_env: VISMA_CLIENT_SECRET  # the environment variable holding the secret
           tenant_id: "1234567"                  # the Visma.net company (service clients)
           # optional: base_url, token_url, authorize_url, scopes, redirect_uri
-    nmbrs:
+    nmbrs:                                      # optional: none for journal files only
       accounts:
         default:
           client_id: my-nmbrs-client
@@ -27,7 +32,7 @@ The file::
     companies:
       - nmbrs_company: 1001
         visma_account: main
-        nmbrs_account: default                 # optional when there is one Nmbrs account
+        nmbrs_account: default                 # optional when there is one Nmbrs account or none
         branch: "1"
         ledger: L
         dimensions:                             # optional
@@ -61,6 +66,7 @@ from nmbrs_visma.journals.models import ClosedPeriodPolicy, DimensionSetting
 
 _BLOCK_NAME = re.compile(r"^[a-z0-9-]+$")
 _IDENTITY_FIELDS = ("token_url", "client_id", "tenant_id", "grant_type")
+NO_NMBRS_ACCOUNT = "none (journal files only)"  # `config show`'s Nmbrs account of a company without one
 
 
 class ConfigError(Exception):
@@ -218,6 +224,28 @@ def _plan_accounts(
     return planned
 
 
+def _company_nmbrs_account(
+    spec: CompanySpec, label: str, nmbrs: Mapping[str, OAuthAccount], problems: list[str]
+) -> str | None:
+    """The Nmbrs account a company's runs are read with, or None: posted from journal files only.
+
+    Why these rules: a company named nothing is unambiguous only with one Nmbrs account (it uses that one) or
+    none at all (a bureau posting journal files given by hand, with no Nmbrs API account); with several it
+    must name one. Naming an account the file does not define is a problem in every case.
+    """
+    if spec.nmbrs_account is not None:
+        if spec.nmbrs_account not in nmbrs:
+            problems.append(f"{label}: nmbrs_account '{spec.nmbrs_account}' is not defined under nmbrs.accounts")
+        return spec.nmbrs_account
+    if len(nmbrs) == 1:
+        return next(iter(nmbrs))
+    if nmbrs:
+        problems.append(
+            f"{label}: nmbrs_account is required when there are several Nmbrs accounts ({', '.join(sorted(nmbrs))})"
+        )
+    return None
+
+
 def _plan_companies(
     raw: Any, visma: Mapping[str, OAuthAccount], nmbrs: Mapping[str, OAuthAccount], problems: list[str]
 ) -> dict[int, AdministrationMappingBlock]:
@@ -245,15 +273,7 @@ def _plan_companies(
             continue
         if spec.visma_account not in visma:
             problems.append(f"{label}: visma_account '{spec.visma_account}' is not defined under visma_net.accounts")
-        nmbrs_account = spec.nmbrs_account
-        if nmbrs_account is None:
-            if len(nmbrs) == 1:
-                nmbrs_account = next(iter(nmbrs))
-            else:
-                problems.append(f"{label}: nmbrs_account is required when there is not exactly one Nmbrs account")
-                continue
-        elif nmbrs_account not in nmbrs:
-            problems.append(f"{label}: nmbrs_account '{nmbrs_account}' is not defined under nmbrs.accounts")
+        nmbrs_account = _company_nmbrs_account(spec, label, nmbrs, problems)
         values = spec.model_dump(exclude={"dimensions"})
         values.update(
             nmbrs_account=nmbrs_account,
@@ -271,7 +291,7 @@ def plan_config(data: Any, env: Mapping[str, str]) -> PlannedConfig:
     """Validate a configuration (parsed YAML) into blocks; raise `ConfigError` listing every problem."""
     problems: list[str] = []
     if not isinstance(data, dict):
-        raise ConfigError(["the file must be a mapping with visma_net, nmbrs and companies"])
+        raise ConfigError(["the file must be a mapping with visma_net, companies and (optionally) nmbrs"])
     unknown = sorted(set(data) - {"visma_net", "nmbrs", "companies"})
     problems.extend(f"{key}: unknown section (expected visma_net, nmbrs, companies)" for key in unknown)
     visma = _plan_accounts(data.get("visma_net"), "visma_net", VismaNetAccountSpec, env, problems)
@@ -434,7 +454,7 @@ def show_config() -> int:
     for column in (
         "company",
         "block",
-        "nmbrs",
+        "nmbrs account",
         "visma",
         "branch",
         "ledger",
@@ -445,6 +465,7 @@ def show_config() -> int:
     ):
         companies.add_column(column)
     for name, block in sorted(read_mapping_blocks(), key=lambda item: (item[1].nmbrs_company, item[0])):
+        nmbrs_account = block.nmbrs_account or NO_NMBRS_ACCOUNT
         flags = [
             flag
             for flag, on in (
@@ -460,7 +481,7 @@ def show_config() -> int:
         companies.add_row(
             str(block.nmbrs_company),
             name,
-            block.nmbrs_account,
+            nmbrs_account,
             block.visma_account,
             block.branch,
             block.ledger,

@@ -199,7 +199,7 @@ def demo_environment(home: Path, base: Mapping[str, str] | None = None) -> dict[
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
-            "NMBRS_VISMA_RECORD_DIR": str(home / "postings"),
+            "NMBRS_VISMA_LEDGER_URL": f"sqlite:///{home / 'ledger.db'}",
             "NMBRS_VISMA_OUTPUT_DIR": str(home / "output"),
             _CHILD_FLAG: "1",
         }

@@ -1,4 +1,4 @@
-"""A Prefect `LockManager` on OS file locks (`flock`), for the exactly-once posting record.
+"""A Prefect `LockManager` on OS file locks (`flock`): the key locks of a SQLite posting ledger.
 
 Why not `prefect.locking.filesystem.FileSystemLockManager`: its lock is the *existence* of a file, so a worker
 killed while holding it (SIGKILL, OOM, a reboot) leaves the key locked forever, unless a hold timeout is set,
@@ -7,9 +7,8 @@ and then a slow create (a long `Retry-After`) can outlive the timeout and let a 
 create per posting key" guard needs. Each acquisition opens its own file description, so threads of one
 process exclude each other too. The lock files stay in place (unlinking a flock'ed file is racy).
 
-Works for every worker on one machine, or on a shared file system with working `flock` (NFSv4, most cluster
-file systems). Workers on separate machines without such a file system need a networked lock manager (for
-example `prefect_redis.RedisLockManager`) passed to `PostingRecord` instead.
+SQLite is one machine's database, and these locks hold for every worker on that machine. Workers on several
+machines use a PostgreSQL ledger, whose own advisory locks take this module's place (posting_ledger.py).
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ class Status(StrEnum):
     SENT = "sent"
     ALREADY_SENT = "already sent"
     REFUSED = "refused"
+    CHANGED = "changed"  # sent before with other content: nothing posted unless changed journals are reposted
+    PENDING = "pending"  # a create's outcome is not known yet: looked up again after the settle time
     FAILED = "failed"
     DRY_RUN = "dry run"
     NO_RUN = "no run"
 
 
-PROBLEMS = frozenset({Status.REFUSED, Status.FAILED})
+PROBLEMS = frozenset({Status.REFUSED, Status.CHANGED, Status.PENDING, Status.FAILED})
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("company", "Company"),
@@ -79,7 +81,7 @@ def sort_rows(rows: Iterable[StatusRow]) -> list[StatusRow]:
 
 
 def has_problems(rows: Iterable[StatusRow]) -> bool:
-    """True when anything was refused or failed: the CLI's exit status."""
+    """True when anything was refused, changed, pending or failed: the CLI's exit status."""
     return any(row.status in PROBLEMS for row in rows)
 
 
@@ -113,7 +115,14 @@ def rich_table(rows: Sequence[StatusRow], title: str | None = None) -> object:
     """A `rich.table.Table` of the rows, problems in red, for the command line."""
     from rich.table import Table
 
-    styles = {Status.SENT: "green", Status.ALREADY_SENT: "cyan", Status.REFUSED: "red", Status.FAILED: "bold red"}
+    styles = {
+        Status.SENT: "green",
+        Status.ALREADY_SENT: "cyan",
+        Status.REFUSED: "red",
+        Status.CHANGED: "magenta",
+        Status.PENDING: "yellow",
+        Status.FAILED: "bold red",
+    }
     table = Table(title=title, show_lines=False)
     for name, header in COLUMNS:
         table.add_column(header, justify="right" if name in {"lines", "debit", "credit"} else "left", overflow="fold")

@@ -50,3 +50,43 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield str(PREFECT_API_URL.value())
+
+
+from typing import TYPE_CHECKING, NoReturn  # noqa: E402  (appended section: PostgreSQL fixtures)
+
+if TYPE_CHECKING:  # the helper module is imported by the fixtures, when first used
+    from postgres import PostgresServer
+
+
+def _postgres_unavailable(reason: str) -> NoReturn:
+    """Missing PostgreSQL binaries: an error in CI (the tests must run there), a plain skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + " (CI is set, so this is an error)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server (tests/postgres.py) for the whole session; stopped and deleted at the end.
+
+    Tests may stop and start it (same port and data), but must leave it running."""
+    from postgres import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        _postgres_unavailable(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database per test on the session's server; yields its SQLAlchemy URL, dropped afterwards."""
+    import re
+    import uuid
+
+    name = f"t_{re.sub(r'[^a-z0-9_]+', '_', request.node.name.lower())[:40]}_{uuid.uuid4().hex[:8]}"
+    yield postgres_server.create_database(name)
+    if postgres_server.running:
+        postgres_server.drop_database(name)

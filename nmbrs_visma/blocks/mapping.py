@@ -3,15 +3,19 @@
 Why a block per company: a bureau edits one company's mapping in the Prefect UI without touching the others,
 and `nmbrs-visma config apply` writes each as `company-<number>`. `load_mappings` reads them all (paged) and
 sets aside a company mapped by more than one block: it is refused (`duplicate_mapping`), never guessed.
+A mapping without an Nmbrs account (`nmbrs_account` None) belongs to a bureau that posts that company from
+journal files only; it is carried through as None (never a made-up "default"), and a run reading from the
+Nmbrs API refuses that company (flows/connections.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nmbrs_visma.blocks.listing import read_named_blocks
 from nmbrs_visma.blocks.schema import CachedJsonSchema
@@ -44,8 +48,9 @@ class AdministrationMappingBlock(CachedJsonSchema, Block):
     """
 
     nmbrs_company: int = Field(description="The Nmbrs company number.")
-    nmbrs_account: str = Field(
-        default="default", description="The name of the Nmbrs Account block the company is read with."
+    nmbrs_account: str | None = Field(
+        default=None,
+        description="Nmbrs account block whose API this company's runs are read from; empty: journal files only.",
     )
     visma_account: str = Field(
         description="The name of the Visma.net Account block of the administration (its tenant and credentials)."
@@ -76,23 +81,34 @@ class AdministrationMappingBlock(CachedJsonSchema, Block):
     release: bool = Field(default=False, description="Release each journal transaction after creating it.")
     hold: bool = Field(default=False, description="Create journal transactions on hold.")
 
+    @field_validator("nmbrs_account", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        """A field cleared in the Prefect UI form may come back as "": that too means journal files only."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     def to_mapping(self) -> AdministrationMapping:
         """The domain mapping the Prefect-free core works with."""
         return AdministrationMapping(**{name: getattr(self, name) for name in AdministrationMapping.model_fields})
 
     @classmethod
     def from_mapping(
-        cls, mapping: AdministrationMapping, *, nmbrs_account: str = "default"
+        cls, mapping: AdministrationMapping, *, nmbrs_account: str | None = None
     ) -> AdministrationMappingBlock:
+        """The block of a domain mapping; without `nmbrs_account` the company is posted from journal files only."""
         return cls(**mapping.model_dump(), nmbrs_account=nmbrs_account)
 
 
 @dataclass(frozen=True)
 class LoadedMappings:
-    """Every mapped company; a company claimed by several blocks is only in `duplicates`."""
+    """Every mapped company; a company claimed by several blocks is only in `duplicates`.
+
+    `nmbrs_accounts` has every mapped company: its Nmbrs account block's name, or None for a company posted
+    from journal files only.
+    """
 
     mappings: dict[int, AdministrationMapping] = field(default_factory=dict)
-    nmbrs_accounts: dict[int, str] = field(default_factory=dict)
+    nmbrs_accounts: dict[int, str | None] = field(default_factory=dict)
     block_names: dict[int, str] = field(default_factory=dict)
     duplicates: dict[int, tuple[str, ...]] = field(default_factory=dict)
 

@@ -218,36 +218,53 @@ class VismaNetClient(ApiClient):
     def list_journal_transactions(
         self, period_id: str, *, module: str = "GL", last_modified: dt.datetime | None = None
     ) -> list[JournalTransactionSummary]:
-        """Every batch of a period, all pages read. Pages count lines, so a batch may continue on the next
-        page: lines are gathered per `batchNumber` (de-duplicated by line number)."""
+        """Every batch of a period, all pages read.
+
+        The API does not say whether a page counts lines or batches, nor what `metadata.totalCount` counts, so
+        neither is trusted: paging stops only at an empty page or one short by both counts (fewer lines and
+        fewer batches than the page size, capped by `maxPageSize`). Stopping early would hide a batch from the
+        exactly-once look-up, which would then post it again. A batch cut by a page boundary shows on both
+        pages: lines are gathered per `batchNumber`, de-duplicated by line number.
+        """
         params: dict[str, Any] = {"periodId": period_id, "module": module, "pageSize": self.page_size}
         if last_modified is not None:
             params["lastModifiedDateTime"] = last_modified.strftime("%Y-%m-%dT%H:%M:%S")
-        headers: dict[str, dict[str, Any]] = {}
+        headers: dict[str, Mapping[str, Any]] = {}
         lines: dict[str, dict[Any, Mapping[str, Any]]] = {}
-        seen = 0
         for page_number in range(1, _MAX_PAGES + 1):
             page = self._get("/v2/journaltransaction", {**params, "pageNumber": page_number}) or []
-            page_lines = 0
-            total: int | None = None
-            max_page: int | None = None
-            for batch in page:
-                number = str(batch["batchNumber"])
-                headers.setdefault(number, batch)
-                bucket = lines.setdefault(number, {})
-                for line in batch.get("journalTransactionLines") or []:
-                    bucket[line.get("lineNumber", len(bucket) + 1)] = line
-                    page_lines += 1
-                metadata = batch.get("metadata") or {}
-                total = int(metadata["totalCount"]) if metadata.get("totalCount") is not None else total
-                max_page = int(metadata["maxPageSize"]) if metadata.get("maxPageSize") else max_page
-            seen += page_lines
-            full_page = min(self.page_size, max_page or self.page_size)  # the API caps pageSize silently
-            if not page or (seen >= total if total is not None else page_lines < full_page):
+            page_lines = self._gather_page(page, headers, lines)
+            if not page or not self._is_full_page(page, page_lines):
                 break
         else:
             raise ApiError(None, "TooManyPages", f"period {period_id}: more than {_MAX_PAGES} pages", api="Visma.net")
         return [self._summary(headers[number], list(lines[number].values())) for number in headers]
+
+    @staticmethod
+    def _gather_page(
+        page: list[Mapping[str, Any]],
+        headers: dict[str, Mapping[str, Any]],
+        lines: dict[str, dict[Any, Mapping[str, Any]]],
+    ) -> int:
+        """Add one listing page to `headers`/`lines` (per batch, keyed by line number); the page's line count."""
+        page_lines = 0
+        for batch in page:
+            number = str(batch["batchNumber"])
+            headers.setdefault(number, batch)
+            bucket = lines.setdefault(number, {})
+            for line in batch.get("journalTransactionLines") or []:
+                bucket[line.get("lineNumber", len(bucket) + 1)] = line
+                page_lines += 1
+        return page_lines
+
+    def _is_full_page(self, page: list[Mapping[str, Any]], page_lines: int) -> bool:
+        """Full by either count (lines or batches): the page size asked for, capped silently by `maxPageSize`."""
+        max_page = min(
+            (int(b["metadata"]["maxPageSize"]) for b in page if (b.get("metadata") or {}).get("maxPageSize")),
+            default=None,
+        )
+        full = min(self.page_size, max_page) if max_page else self.page_size
+        return page_lines >= full or len(page) >= full
 
     @staticmethod
     def _summary(header: Mapping[str, Any], lines: list[Mapping[str, Any]]) -> JournalTransactionSummary:

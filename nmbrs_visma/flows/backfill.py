@@ -27,9 +27,11 @@ def backfill_correction_periods(
     end: str,
     companies: list[int] | None = None,
     dry_run: bool = False,
+    repost_changed: bool = False,
 ) -> list[StatusRow]:
     """Post every payroll period from `start` to `end` (YYYY-MM, inclusive) for `companies` (default: all
-    mapped); what was sent before is reported "already sent" and not sent again."""
+    mapped); what was sent before is reported "already sent" and not sent again, a journal whose content
+    changed since is reported `changed` (or, with `repost_changed`, reversed and posted again)."""
     periods = period_range(start, end)
     return run_periods(
         periods,
@@ -38,4 +40,5 @@ def backfill_correction_periods(
         dry_run=dry_run,
         title=f"Backfill {periods[0]}..{periods[-1]}",
         run_key=f"backfill-{periods[0]}-{periods[-1]}",
+        repost_changed=repost_changed,
     )

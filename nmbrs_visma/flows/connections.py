@@ -5,6 +5,10 @@ unmapped, mapped twice). `connect_accounts` makes every needed account usable on
 under each rotating account's lock, one client per account, each Nmbrs account's company list read once.
 Each tenant's reference data is read later, on first need, by its first company's task (tasks/reference.py),
 and kept here for the rest of the run.
+
+A company mapped without an Nmbrs account is posted from journal files only: a run reading from the Nmbrs API
+refuses it (`Connections.problem`, code `unmapped_company`, naming the company) while the others go on, and
+no Nmbrs account is connected for it.
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Selection:
-    """The mapped companies a run works on, and the rows of those it cannot (unmapped, mapped twice)."""
+    """The mapped companies a run works on, and the rows of those it cannot (unmapped, mapped twice).
+
+    `nmbrs_accounts` has every company of `mappings`: its Nmbrs account, or None (journal files only).
+    """
 
     mappings: dict[int, AdministrationMapping]
-    nmbrs_accounts: dict[int, str]
+    nmbrs_accounts: dict[int, str | None]
     rows: list[StatusRow] = field(default_factory=list)
 
 
@@ -62,13 +69,16 @@ def select_companies(loaded: LoadedMappings, companies: Sequence[int] | None, pe
             selection.rows.append(refused_row(company, [unmapped], period=period))
         else:
             selection.mappings[company] = loaded.mappings[company]
-            selection.nmbrs_accounts[company] = loaded.nmbrs_accounts.get(company, "default")
+            selection.nmbrs_accounts[company] = loaded.nmbrs_accounts.get(company)
     return selection
 
 
 @dataclass
 class Connections:
-    """Clients and per-run reads, shared by every company of the run; `unavailable` says why an account is out."""
+    """Clients and per-run reads, shared by every company of the run; `unavailable` says why an account is out.
+
+    `use_nmbrs`: the run reads its journals from the Nmbrs API (no journal file given).
+    """
 
     visma: dict[str, VismaNetClient] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)  # Visma.net account -> its block's tenant id
@@ -76,6 +86,7 @@ class Connections:
     references: References = field(default_factory=References)  # each tenant's, read on first need
     nmbrs_companies: dict[str, dict[int, NmbrsCompany]] = field(default_factory=dict)
     unavailable: dict[tuple[str, str], tuple[Status, Refusal]] = field(default_factory=dict)
+    use_nmbrs: bool = False
 
     def close(self) -> None:
         for account in list(self.visma):
@@ -95,6 +106,14 @@ class Connections:
                 closer.submit(_close_client, client)
 
     def problem(self, mapping: AdministrationMapping, nmbrs_account: str | None) -> tuple[Status, Refusal] | None:
+        """Why the company of `mapping` cannot be worked on in this run, or None.
+
+        `nmbrs_account` is the account its journals are read with, None when they are not read from Nmbrs:
+        in a run from the Nmbrs API that means the company has no Nmbrs account (journal files only), a
+        refusal of its own, reported before any account's trouble (it is the configuration, not an outage).
+        """
+        if self.use_nmbrs and nmbrs_account is None:
+            return Status.REFUSED, no_nmbrs_account(mapping.nmbrs_company)
         if ("visma", mapping.visma_account) in self.unavailable:
             return self.unavailable[("visma", mapping.visma_account)]
         if nmbrs_account is not None:
@@ -102,6 +121,18 @@ class Connections:
                 if key in self.unavailable:
                     return self.unavailable[key]
         return None
+
+
+def no_nmbrs_account(company: int) -> Refusal:
+    """The refusal of a company mapped without an Nmbrs account in a run that reads from the Nmbrs API."""
+    return Refusal(
+        code="unmapped_company",
+        company=company,
+        message=(
+            f"company {company} has no Nmbrs account in its mapping (journal files only): post it with "
+            "--journal-file, or add nmbrs_account to its mapping"
+        ),
+    )
 
 
 def _close(closable: VismaNetClient | NmbrsClient | VismaConnectAuth) -> None:
@@ -126,10 +157,22 @@ def _failure(system: str, account: str, exc: BaseException) -> tuple[Status, Ref
 def connect_accounts(selection: Selection, *, use_nmbrs: bool) -> Connections:
     """Make every needed account usable: a service account's client straight from its block (it fetches a
     token on first use; nothing rotates, so no lock); a rotating account's token refreshed first, one refresh
-    per account at a time; each Nmbrs account's company list read once."""
-    connections = Connections()
-    visma_accounts = sorted({mapping.visma_account for mapping in selection.mappings.values()})
-    nmbrs_accounts = sorted(set(selection.nmbrs_accounts.values())) if use_nmbrs else []
+    per account at a time; each Nmbrs account's company list read once.
+
+    With `use_nmbrs`, a company without an Nmbrs account is left out (it is refused, `Connections.problem`):
+    neither an Nmbrs nor a Visma.net account is connected for it."""
+    connections = Connections(use_nmbrs=use_nmbrs)
+    workable = {
+        company: mapping
+        for company, mapping in selection.mappings.items()
+        if not use_nmbrs or selection.nmbrs_accounts.get(company) is not None
+    }
+    visma_accounts = sorted({mapping.visma_account for mapping in workable.values()})
+    nmbrs_accounts = (
+        sorted({account for company in workable if (account := selection.nmbrs_accounts.get(company)) is not None})
+        if use_nmbrs
+        else []
+    )
     refreshes: dict[tuple[System, str], PrefectFuture[TokenStatus]] = {}
     saved = dict(read_named_blocks(VismaNetAccount, include_secrets=True)) if visma_accounts else {}
     for name in visma_accounts:

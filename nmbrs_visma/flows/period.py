@@ -4,11 +4,10 @@ Per company, one read (tasks/prepare.py) in one of the flow's reading threads: i
 (read once per run), its runs and journals from Nmbrs. The companies read are planned (checked and built)
 together, in one batch per plan step (`PLAN_BATCH` at most; sooner when posting runs short of work or nothing
 more is being read): pandas costs a fixed few milliseconds per call. Once every company of an administration
-is planned, the administration's periods are looked up in Visma.net (tasks/posting.py says why that may
-happen ahead of the posting), then one posting task for the administration. Reads run in the `read` lane,
-plan steps in the `plan` lane, look-ups in the `look` lane (all in the flow's reading threads) and postings in
-the `post` lane (flows/lanes.py): a slow Nmbrs document or listing never holds a Visma.net posting slot, and
-the first administrations post while later companies are still read. In the run's last period, an
+is planned, one posting task posts the administration (its look-up runs there, under its locks:
+tasks/posting.py). Reads run in the `read` lane, plan steps in the `plan` lane (both in the flow's reading
+threads) and postings in the `post` lane (flows/lanes.py): a slow Nmbrs document never holds a Visma.net
+posting slot, and the first administrations post while later companies are still read. In the run's last period, an
 administration's status artifact is published the moment it is done (`StatusBoard`).
 """
 
@@ -32,11 +31,11 @@ from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.flows.lanes import Lanes
 from nmbrs_visma.journals.models import AdministrationMapping, Refusal
 from nmbrs_visma.payroll_period import PayrollPeriod
-from nmbrs_visma.posting_record import PostingRecord, PostingState
+from nmbrs_visma.posting_ledger import LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, refused_row
-from nmbrs_visma.tasks.posting import AdministrationPoster, Listings, Posting, post_administration
+from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, plan_read_companies, read_company
 from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
@@ -90,27 +89,31 @@ class PeriodRun:
         connections: Connections,
         period: PayrollPeriod,
         *,
-        record: PostingRecord,
+        ledger: PostingLedger,
         workers: int,
         journal_file: Path | None = None,
+        run_number: int = 1,
         post: bool = True,
         board: StatusBoard | None = None,
         last_period: bool = True,
+        repost_changed: bool = False,
     ) -> None:
         self.selection = selection
         self.connections = connections
         self.period = period
-        self.record = record
+        self.ledger = ledger
+        self.repost_changed = repost_changed
         self.journal_file = journal_file
+        self.run_number = run_number
         self.post = post
         self.board = board
         self.last_period = last_period
         # posting tasks: up to `workers` creating (holding a sending slot), as many more readying the next ones
-        # (keys locked, intents written), so a slot freed is taken by a create, not by a task's start
-        self.lanes = Lanes(read=workers, plan=1, look=workers, post=2 * workers)
-        self.lanes.feed("read", "look", "post", queued=workers)
+        # (locks taken, periods looked up), so a slot freed is taken by a create, not by a task's start
+        self.lanes = Lanes(read=workers, plan=1, post=2 * workers)
+        self.lanes.feed("read", "post", queued=workers)
         self._sending = threading.BoundedSemaphore(workers)
-        self._readers = ThreadPoolExecutor(2 * workers + 1, thread_name_prefix="read")  # read, plan, look lanes
+        self._readers = ThreadPoolExecutor(workers + 1, thread_name_prefix="read")  # read and plan lanes
         self._read: list[tuple[int, CompanyRead]] = []  # companies read, not planned yet
         self._planning = False  # a plan step queued or running
         self.rows: list[StatusRow] = []
@@ -170,7 +173,7 @@ class PeriodRun:
             except ReferenceUnavailable as exc:
                 self._unavailable(company, exc)
                 return
-            journals = file_journals(self.journal_file, company, self.period)
+            journals = file_journals(self.journal_file, company, self.period, self.run_number)
             self._prepared(company, plan_or_fail(journals, mapping, reference, self.period))
             return
         nmbrs_account = self._nmbrs_account(company)
@@ -202,7 +205,7 @@ class PeriodRun:
         look-ups and postings queued run short or nothing more is being read (one step at a time)."""
         if not self._read or self._planning:
             return
-        short = self.lanes.waiting("look") + self.lanes.waiting("post") < PLAN_SHORT
+        short = self.lanes.waiting("post") < PLAN_SHORT
         if len(self._read) < PLAN_BATCH and not short and self.lanes.busy("read"):
             return
         batch, self._read = self._read[:PLAN_BATCH], self._read[PLAN_BATCH:]
@@ -244,36 +247,23 @@ class PeriodRun:
             self._maybe_done(group)
 
     def _post(self, group: AdministrationGroup, postings: list[Posting]) -> None:
-        """Each administration of the group: its periods looked up in the `look` lane, then posted."""
+        """One posting task per administration of the group."""
         by_administration: dict[str, list[Posting]] = defaultdict(list)
         for posting in postings:
             by_administration[posting.administration].append(posting)
-        poster = AdministrationPoster(self.connections.visma[group[0]], self.record)
         for administration, batch in sorted(by_administration.items()):
             self._posting[group] += 1
-            look_up = partial(self._readers.submit, contextvars.copy_context().run, poster.look_up, batch)
-            self.lanes.add("look", look_up, partial(self._looked_up, group, administration, batch))
-
-    def _looked_up(
-        self, group: AdministrationGroup, administration: str, batch: list[Posting], future: Future[Listings]
-    ) -> None:
-        try:
-            looked_up: Listings = future.result()
-        except Exception as exc:  # the posting task looks its periods up itself, under the keys' locks
-            logger.warning("looking up %s ahead failed (%s); the posting task looks it up", administration, exc)
-            looked_up = {}
-        submit = partial(
-            post_administration.submit,
-            administration,
-            quote(batch),  # the payloads: not walked by Prefect for futures
-            self.connections.visma[group[0]],
-            self.record,
-            self._flow_run_id,
-            quote(looked_up),
-            quote(self._sending),
-        )
-        self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
-        self._plan_when_due()  # a look-up done: the queues may be running short
+            submit = partial(
+                post_administration.submit,
+                administration,
+                quote(batch),  # the payloads: not walked by Prefect for futures
+                self.connections.visma[group[0]],
+                quote(self.ledger),
+                self._flow_run_id,
+                quote(self._sending),
+                self.repost_changed,
+            )
+            self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
 
     def _posted(
         self, group: AdministrationGroup, administration: str, postings: list[Posting], future: PrefectFuture[Any]
@@ -323,15 +313,28 @@ class PeriodRun:
 
 
 def preview(
-    postings: Sequence[Posting], record: PostingRecord, directory: Path
+    postings: Sequence[Posting], ledger: PostingLedger, directory: Path
 ) -> tuple[list[StatusRow], list[PayloadFile]]:
-    """A dry run: write each payload to a file and report it; nothing is sent, nothing is looked up."""
+    """A dry run: write each payload to a file and report it; nothing is sent, nothing is looked up in
+    Visma.net (what the ledger records as sent with the same content is reported as already sent)."""
     rows: list[StatusRow] = []
     files: list[PayloadFile] = []
+    try:
+        known = ledger.entries(posting.key for posting in postings)
+    except LedgerUnavailable as exc:
+        logger.warning("dry run: %s; every payload is previewed", exc)
+        known = {}
     for posting in postings:
-        entry = record.get(posting.key)
-        if entry is not None and entry.state is PostingState.SENT:
-            rows.append(posting.row(Status.ALREADY_SENT, batch_number=entry.batch_number))
+        sent = next(
+            (
+                entry
+                for entry in known.get(posting.key, [])
+                if entry.fingerprint == posting.fingerprint and entry.state is PostingState.SENT
+            ),
+            None,
+        )
+        if sent is not None:
+            rows.append(posting.row(Status.ALREADY_SENT, batch_number=sent.batch_number, period=sent.period_id))
             continue
         payload_file = write_payload(
             directory,

@@ -23,8 +23,8 @@ from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
 from nmbrs_visma.flows.period import PeriodRun, StatusBoard, preview
 from nmbrs_visma.payroll_period import PayrollPeriod, resolve_period
-from nmbrs_visma.posting_record import PostingRecord
-from nmbrs_visma.results import Status, StatusRow, sort_rows, summary
+from nmbrs_visma.posting_ledger import PostingLedger
+from nmbrs_visma.results import PROBLEMS, StatusRow, sort_rows, summary
 from nmbrs_visma.tasks.journal_file import file_period
 from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, publish_results
 
@@ -54,6 +54,8 @@ def run_periods(
     dry_run: bool,
     title: str,
     run_key: str,
+    run_number: int = 1,
+    repost_changed: bool = False,
 ) -> list[StatusRow]:
     """The stages shared by both flows: configuration and connections once, then each period in turn."""
     log = get_run_logger()
@@ -63,7 +65,7 @@ def run_periods(
     if path is not None and len(periods) != 1:
         raise ValueError("a journal file is posted for one period, not a range")
     selection = select_companies(load_mappings(), companies, periods[0])
-    record = PostingRecord()
+    ledger = PostingLedger(pool_size=2 * max_workers() + 4)
     connections = connect_accounts(selection, use_nmbrs=path is None)
     rows: list[StatusRow] = []
     files: list[PayloadFile] = []
@@ -75,17 +77,19 @@ def run_periods(
                 selection,
                 connections,
                 period,
-                record=record,
+                ledger=ledger,
                 workers=max_workers(),
                 journal_file=path,
+                run_number=run_number,
                 post=not dry_run,
                 board=board,
                 last_period=number == len(periods),
+                repost_changed=repost_changed,
             )
             run.run()
             rows.extend(run.rows)
             if dry_run:
-                preview_rows, preview_files = preview(run.postings, record, payload_dir or output_dir())
+                preview_rows, preview_files = preview(run.postings, ledger, payload_dir or output_dir())
                 rows.extend(preview_rows)
                 files.extend(preview_files)
     finally:
@@ -98,7 +102,7 @@ def run_periods(
         publish_payloads(files, title=title, run_key=run_key)
     log.info("%s: %s", title, summary(rows))
     for row in rows:
-        if row.status in (Status.REFUSED, Status.FAILED):
+        if row.status in PROBLEMS:
             log.warning("company %s %s %s: %s: %s", row.company, row.administration, row.period, row.status, row.reason)
     return rows
 
@@ -113,15 +117,19 @@ def post_payroll_journals(
     companies: list[int] | None = None,
     journal_file: str | None = None,
     dry_run: bool = False,
+    run_number: int = 1,
+    repost_changed: bool = False,
 ) -> list[StatusRow]:
     """Post the payroll journals of `period` (YYYY-MM; default the previous month in Europe/Amsterdam).
 
     companies: Nmbrs company numbers (default: every mapped company). journal_file: an Nmbrs journal XML file
-    to post instead of reading the API (with exactly one company). dry_run: build and show the exact payloads,
-    send nothing.
+    to post instead of reading the API (with exactly one company): its run's period is its latest period, and
+    `period`, when given, must agree. run_number: the file's run number (default 1; a second run of the same
+    period is 2). dry_run: build and show the exact payloads, send nothing. repost_changed: a journal sent
+    before whose content changed is reversed and posted again (otherwise it is reported `changed`).
     """
-    if journal_file and not period and companies:
-        payroll_period = file_period(Path(journal_file), companies[0])
+    if journal_file and companies:
+        payroll_period = file_period(Path(journal_file), companies[0], period)
     else:
         payroll_period = resolve_period(period)
     return run_periods(
@@ -131,4 +139,6 @@ def post_payroll_journals(
         dry_run=dry_run,
         title=f"Payroll journals {payroll_period}",
         run_key=f"payroll-journals-{payroll_period}",
+        run_number=run_number,
+        repost_changed=repost_changed,
     )

@@ -8,6 +8,10 @@ rendering), so a bureau's thousands of companies cost about one pandas groupby. 
 Lines are aggregated per (period, account, cost center, cost unit): debits and credits are summed separately
 and written as separate lines (never netted), a negative sum stays on its side, so posted totals per account,
 cost center and cost unit equal the payroll's to the cent.
+
+One transaction per (run, payroll period its lines belong to, administration): that is the posting's identity
+(journals/keys.py). A period closed in the general ledger may move where the lines are booked
+(`closed_period_policy: next_open`), never which transaction they are, so a re-run after the close finds them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pandas as pd
 
 from nmbrs_visma.journals.checks import LineFacts, check_facts, facts_by_run
 from nmbrs_visma.journals.frame import RUN_COLUMN, aggregate_lines, validate_lines
-from nmbrs_visma.journals.keys import key_marker, mapping_administration_id, posting_key
+from nmbrs_visma.journals.keys import fingerprint, key_marker, mapping_administration_id, posting_key
 from nmbrs_visma.journals.mapping import SegmentPlan, segment_plan, translate_account
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
 from nmbrs_visma.journals.money import from_cents
@@ -54,7 +58,9 @@ class PlannedTransaction:
     run_id: str
     administration_id: str
     posting_key: str
-    financial_period: str
+    fingerprint: str  # the content booked under the key (journals/keys.py)
+    payroll_period: str  # YYYYPP: the payroll period the lines belong to (part of the key)
+    financial_period: str  # YYYYPP: where they are booked (the same, unless a closed period moved them)
     transaction_date: dt.date
     is_correction: bool
     line_count: int
@@ -177,6 +183,9 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
         amounts=render_amounts(amounts[present]).tolist(),
         debit=is_debit.tolist(),
     )
+    # The content each line books, for the fingerprints: account, subaccount, side, amount (no texts).
+    sides = np.where(is_debit, "D", "C").astype(object)
+    contents = (accounts[rows] + subaccounts[rows] + sides + render_amounts(amounts[present])).tolist()
 
     # Blocks of (run, source period): contiguous, because the aggregation is sorted by run then period.
     period_codes, period_ids = pd.factorize(aggregated["period_id"], sort=False)
@@ -200,81 +209,72 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     per_run: dict[int, list[int]] = {}
     for block, code in enumerate(run_codes[block_start].tolist()):
         per_run.setdefault(code, []).append(block)
+    lines = _BlockLines(fragments, contents, line_start, line_end, block_debit, block_credit, block_date)
     plans = {}
     for code, blocks in per_run.items():
         context = run_list[code]
         own = own_periods(context.run)
         administration = mapping_administration_id(context.mapping, context.reference)
-        groups: dict[str, list[int]] = {}
-        for block in blocks:
-            target = target_period(block_source[block], context.reference.periods, context.mapping.closed_period_policy)
-            groups.setdefault(target, []).append(block)
         transactions = [
-            _transaction(
-                context,
-                administration,
-                target,
-                members,
-                [block_source[b] for b in members],
-                own,
-                fragments,
-                line_start,
-                line_end,
-                block_debit,
-                block_credit,
-                block_date,
-            )
-            for target, members in sorted(groups.items())
+            _transaction(context, administration, block_source[block], block, own, lines)
+            for block in blocks
+            if lines.end[block] > lines.start[block]
         ]
-        plans[context.run.run_id] = RunPlan(context.run, transactions=tuple(t for t in transactions if t.line_count))
+        plans[context.run.run_id] = RunPlan(context.run, transactions=tuple(transactions))
     return plans
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockLines:
+    """The rendered lines of every (run, payroll period) block, and each block's span and totals."""
+
+    fragments: list[str]
+    contents: list[str]
+    start: list[int]
+    end: list[int]
+    debit: list[int]
+    credit: list[int]
+    date: list[dt.date]
+
+
 def _transaction(
-    context: RunContext,
-    administration: str,
-    target: str,
-    blocks: list[int],
-    sources: list[str],
-    own: frozenset[str],
-    fragments: list[str],
-    line_start: list[int],
-    line_end: list[int],
-    block_debit: list[int],
-    block_credit: list[int],
-    block_date: list[dt.date],
+    context: RunContext, administration: str, source: str, block: int, own: frozenset[str], lines: _BlockLines
 ) -> PlannedTransaction:
-    """One transaction from the (run, source period) blocks booked in `target`."""
+    """The transaction of one (run, payroll period) block, booked in that period or the one it moves to."""
     run, mapping, reference = context.run, context.mapping, context.reference
-    moved = tuple(s for s in sources if s != target)
-    date = booking_date(target, run, max(block_date[b] for b in blocks), reference.periods)
-    key = posting_key(run.company_number, run.run_id, target, administration)
-    is_correction = target not in own
+    target = target_period(source, reference.periods, mapping.closed_period_policy)
+    moved = (source,) if source != target else ()
+    date = booking_date(target, run, lines.date[block], reference.periods)
+    key = posting_key(run.company_number, run.year, run.period_end, run.run_number, source, administration)
+    content = fingerprint(run.company_number, source, lines.contents[lines.start[block] : lines.end[block]])
+    is_correction = source not in own
     label = f"Payroll {run.year}/{run.period_end:02d} run {run.run_number} company {run.company_number}"
     if is_correction:
-        label += f" correction {target}"
+        label += f" correction {source}"
     if moved:
-        label += f" incl. {','.join(moved)}"
+        label += f" booked in {target}"
     payload = render_transaction(
         hold=mapping.hold,
         transaction_date=date,
         financial_period=target,
         ledger=mapping.ledger,
-        description=f"{label} {key_marker(key)}",
+        description=f"{label} {key_marker(key, content)}",
         branch=mapping.branch,
-        lines=[",".join(fragments[line_start[b] : line_end[b]]) for b in blocks if line_end[b] > line_start[b]],
+        lines=[",".join(lines.fragments[lines.start[block] : lines.end[block]])],
     )
     return PlannedTransaction(
         company_number=run.company_number,
         run_id=run.run_id,
         administration_id=administration,
         posting_key=key,
+        fingerprint=content,
+        payroll_period=source,
         financial_period=target,
         transaction_date=date,
         is_correction=is_correction,
-        line_count=sum(line_end[b] - line_start[b] for b in blocks),
-        debit_cents=sum(block_debit[b] for b in blocks),
-        credit_cents=sum(block_credit[b] for b in blocks),
+        line_count=lines.end[block] - lines.start[block],
+        debit_cents=lines.debit[block],
+        credit_cents=lines.credit[block],
         payload=payload,
         moved_from=moved,
         note=moved_note(moved, target),

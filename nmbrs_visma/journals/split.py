@@ -1,9 +1,10 @@
-"""The correction split: a run's lines grouped by the financial period they belong to.
+"""The correction split: a run's lines grouped by the payroll period they belong to.
 
 A March run may correct January and February. Each period's lines become their own journal transaction,
 booked *in that period* (the header's `period`, not its `date`): the run's own period on the header date,
 a correction on its period's last day. With `ClosedPeriodPolicy.NEXT_OPEN` a period closed in the general
-ledger is booked in the first open period after it instead, and the journal says which period moved.
+ledger is booked in the first open period after it instead, and the journal says which period moved; it stays
+its own transaction (its identity is the period its lines belong to: journals/keys.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Periods = Mapping[str, FinancialPeriod]
 
 @dataclass(frozen=True)
 class PeriodJournal:
-    """The lines of one run booked in one financial period."""
+    """The lines of one run's payroll period, booked in one financial period."""
 
     period_id: str  # the financial period booked in, YYYYPP
     transaction_date: dt.date
@@ -31,6 +32,7 @@ class PeriodJournal:
     lines: pd.DataFrame = field(repr=False)
     moved_from: tuple[str, ...] = ()  # closed periods whose lines were moved into this one (NEXT_OPEN)
     reference: str = ""  # the run's reference (`PayrollRun.reference`), identical in every period's journal
+    payroll_period: str = ""  # YYYYPP the lines belong to (the period booked in, unless it moved)
 
     @property
     def note(self) -> str:
@@ -98,26 +100,25 @@ def split_by_period(
     periods: Periods | None = None,
     policy: ClosedPeriodPolicy = ClosedPeriodPolicy.REFUSE,
 ) -> list[PeriodJournal]:
-    """One `PeriodJournal` per financial period booked in, ordered by period; every line in exactly one."""
+    """One `PeriodJournal` per payroll period of the lines, ordered by that period; every line in exactly one."""
     validate_lines(lines)
     if lines.empty:
         return []
-    targets: dict[str, list[str]] = {}
-    for source in sorted(lines["period_id"].unique()):
-        targets.setdefault(target_period(source, periods, policy), []).append(source)
     journals = []
     own = own_periods(run)
-    for target, sources in sorted(targets.items()):
-        part = lines[lines["period_id"].isin(sources)]
+    for source in sorted(lines["period_id"].unique()):
+        target = target_period(source, periods, policy)
+        part = lines[lines["period_id"] == source]
         header_date = part["date"].max().date()
         journals.append(
             PeriodJournal(
                 period_id=target,
                 transaction_date=booking_date(target, run, header_date, periods),
-                is_correction=target not in own,
+                is_correction=source not in own,
                 lines=part,
-                moved_from=tuple(s for s in sources if s != target),
+                moved_from=(source,) if source != target else (),
                 reference=run.reference,
+                payroll_period=source,
             )
         )
     return journals

@@ -161,11 +161,13 @@ def _company_plan(
     postings = [
         Posting(
             key=transaction.posting_key,
+            fingerprint=transaction.fingerprint,
             company=journals.company,
             company_name=name,
             run_id=run.run_id,
             reference=run.reference,
             administration=transaction.administration_id,
+            payroll_period=transaction.payroll_period,
             period_id=transaction.financial_period,
             lines=transaction.line_count,
             debit=transaction.debit,

@@ -1,43 +1,56 @@
-"""Post one administration's journal transactions exactly once: the record first, a look-up when in doubt.
+"""Post one administration's journal transactions exactly once: the ledger first, a look-up under the locks.
 
 For the transactions of one administration:
-1. a key the record holds as sent is reported "already sent" without any API call (a routine re-run is free);
-2. the other keys' periods are looked up in ONE listing per financial period of the GL transactions (the
-   periods listed at once), matching each key's marker in the description. The flow does this ahead, while
-   the administration waits for a posting slot (`look_up`), so the slot is spent on creates;
-3. the keys are locked (all at once, in sorted order, so concurrent runs wait for each other instead of
-   racing) and re-read under the lock. A key no run has attempted (no entry: every create is preceded by an
-   intent in the shared record) is decided on the listing read ahead; a key with an entry, or whose period
-   could not be read ahead, is looked up again now, under the lock;
-4. period by period, a key found is recorded as sent; the keys absent are recorded as intents (all of them
-   before the first create), then created one by one, each outcome recorded as sent while the next create is
-   out (all written before the locks are let go). The creates wait for a sending slot (`sending`, shared by
-   the run's posting tasks: the administrations creating at once), so steps 3 and 4 up to the first create,
-   and the writes after the last, happen while other administrations hold the slots.
-A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again,
-and a transaction found is recorded as sent; one not found is reported failed and keeps its intent, so the next
-run looks it up once more (by then a late commit shows) before it posts.
+1. a key whose content the posting ledger holds as sent (and released, when the mapping releases) is reported
+   "already sent" without any API call: a routine re-run is free;
+2. for the others, under the administration's lock on the Prefect server (what every worker shares, even one
+   left on its own default ledger) and the keys' locks in the ledger, the keys' periods are listed in Visma.net
+   (the period booked in and the payroll period, each once), and every key is decided on what the ledger and
+   the listing say together, by the marker `[nv:<key>:<fingerprint>]` each transaction carries:
+   - its content there already: already sent (adopted into the ledger; released now if that failed before);
+   - another content under the key: `changed`, nothing posted; with `repost_changed` the sent batch is
+     reversed (journals/reversal.py) and the new content posted, each under its own key;
+   - the same content under another key (a file and the API, two run numbers): refused, naming that batch;
+   - an intent whose create never answered and that the listing does not show: `pending` until the settle
+     time has passed (a lagging listing), then posted;
+   - nothing: the intent is written, the transaction created, the outcome written.
+3. the creates wait for a sending slot (`sending`, shared by the run's posting tasks), so the locks, listings
+   and decisions of one administration happen while others create.
+A create whose answer is lost (time-out, reset, 5xx) is never sent again blindly: the period is listed again;
+a transaction found is recorded as sent, one not found is `pending` and keeps its intent.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
+import re
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import Future, wait
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
-from nmbrs_visma.fan_out import at_once, in_background
-from nmbrs_visma.journals.keys import extract_key
-from nmbrs_visma.posting_record import LockTimeout, PostingEntry, PostingRecord, PostingState
+from nmbrs_visma.fan_out import at_once
+from nmbrs_visma.journals.keys import read_marker, reversal_fingerprint, reversal_key
+from nmbrs_visma.journals.reversal import reversal_of
+from nmbrs_visma.posting_ledger import (
+    HeldKeys,
+    LedgerUnavailable,
+    LockTimeout,
+    PostingEntry,
+    PostingKind,
+    PostingLedger,
+    PostingState,
+    holder_name,
+)
 from nmbrs_visma.results import Status, StatusRow
 
 if TYPE_CHECKING:
@@ -46,8 +59,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
-Listings = dict[str, dict[str, "JournalTransactionSummary"]]  # period -> key -> what Visma.net holds for it
 LISTINGS_AT_ONCE = 4  # periods of one administration looked up at once (well inside a tenant's rate budget)
+SETTLE_ENV = "NMBRS_VISMA_SETTLE_SECONDS"
+DEFAULT_SETTLE_SECONDS = 300.0  # how long an unanswered create may take to show in Visma.net's listing
+RELEASED_STATUSES = frozenset({"Unposted", "Posted"})
+BOOKED_STATES = frozenset({PostingState.SENT, PostingState.REVERSED})  # Visma.net holds the batch
+AdministrationLock = Callable[[str], AbstractContextManager[object]]
+
+
+def settle_seconds() -> float:
+    return float(os.environ.get(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))  # float ok: seconds
 
 
 class LedgerClient(Protocol):
@@ -59,32 +80,47 @@ class LedgerClient(Protocol):
 
     def release_journal_transaction(self, batch_number: str) -> None: ...
 
+    def journal_transaction(self, batch_number: str) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True)
 class Posting:
-    """One journal transaction ready to post: its key, what it books, and the exact payload bytes."""
+    """One journal transaction ready to post: its key and content, what it books, and the exact payload."""
 
     key: str
+    fingerprint: str
     company: int
     company_name: str
     run_id: str
     reference: str
     administration: str
-    period_id: str
+    payroll_period: str  # YYYYPP the lines belong to (part of the key)
+    period_id: str  # YYYYPP booked in
     lines: int
     debit: Decimal
     credit: Decimal
-    payload: bytes
+    payload: bytes = field(repr=False)
     release: bool = False
     note: str = ""  # e.g. booked in the first open period after a closed one
+    kind: PostingKind = "journal"
+    reverses: str | None = None  # a reversal: the batch it reverses
+    undoes: tuple[str, str] | None = None  # a reversal: the (key, fingerprint) of the content it reverses
 
-    def row(self, status: Status, *, batch_number: str | None = None, reason: str = "") -> StatusRow:
+    def row(
+        self,
+        status: Status,
+        *,
+        batch_number: str | None = None,
+        reason: str = "",
+        period: str | None = None,
+        codes: tuple[str, ...] = (),
+    ) -> StatusRow:
         reason = "; ".join(part for part in (self.note, reason) if part)
         return StatusRow(
             company=self.company,
             company_name=self.company_name,
             administration=self.administration,
-            period=self.period_id,
+            period=period or self.period_id,
             reference=self.reference,
             lines=self.lines,
             debit=self.debit,
@@ -92,209 +128,517 @@ class Posting:
             batch_number=batch_number,
             status=status,
             reason=reason,
+            codes=codes,
         )
 
-    def entry(self, state: PostingState, **changes: object) -> PostingEntry:
-        return PostingEntry(
-            key=self.key,
-            state=state,
-            company=self.company,
-            run_id=self.run_id,
-            reference=self.reference,
-            administration=self.administration,
-            period_id=self.period_id,
-            lines=self.lines,
-            debit=self.debit,
-            credit=self.credit,
-            **changes,  # type: ignore[arg-type]
-        )
+    def entry(self, state: PostingState, **changes: Any) -> PostingEntry:
+        fields: dict[str, Any] = {
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
+            "state": state,
+            "company": self.company,
+            "reference": self.reference,
+            "payroll_period": self.payroll_period,
+            "period_id": self.period_id,
+            "administration": self.administration,
+            "lines": self.lines,
+            "debit": self.debit,
+            "credit": self.credit,
+            "reverses": self.reverses,
+        }
+        return PostingEntry(**{**fields, **changes})
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A transaction Visma.net holds (or the ledger says it holds) under a key, with one content."""
+
+    batch_number: str
+    period_id: str
+    lines: int
+    debit: Decimal
+    credit: Decimal
+    released: bool | None  # None: not known (the ledger did not record it, the listing was not read)
+
+
+class Listed:
+    """The periods' listings, by the markers their transactions carry."""
+
+    def __init__(self, summaries: Sequence[JournalTransactionSummary]) -> None:
+        self.by_key: dict[str, dict[str, Booked]] = defaultdict(dict)
+        self.by_fingerprint: dict[str, list[tuple[str, Booked]]] = defaultdict(list)
+        for summary in sorted(summaries, key=lambda s: s.batch_number):
+            marker = read_marker(summary.description)
+            if marker is None:
+                continue
+            booked = Booked(
+                summary.batch_number,
+                summary.financial_period,
+                summary.line_count,
+                summary.debit,
+                summary.credit,
+                summary.status in RELEASED_STATUSES,
+            )
+            self.by_key[marker.key].setdefault(marker.fingerprint, booked)
+            self.by_fingerprint[marker.fingerprint].append((marker.key, booked))
+
+
+@dataclass
+class _Decision:
+    """What one key needs: a final row, or creates to run (in order: a reversal before the new content)."""
+
+    rows: list[StatusRow] = field(default_factory=list)
+    creates: list[Posting] = field(default_factory=list)
+    writes: list[PostingEntry] = field(default_factory=list)  # adoptions and lost intents, written first
+    releases: list[tuple[Posting, Booked]] = field(default_factory=list)
 
 
 class AdministrationPoster:
-    """Posts the postings of one administration through one client, against one record; its creates wait for
-    `sending` (a semaphore the run's posting tasks share) when given."""
+    """Posts the postings of one administration through one client, against one ledger.
+
+    `administration_lock` is the lock every worker of the administration takes (the Prefect server's);
+    `sending` bounds the run's creates at once; `repost_changed` reverses and reposts a changed key."""
 
     def __init__(
         self,
         client: LedgerClient,
-        record: PostingRecord,
+        ledger: PostingLedger,
         *,
         flow_run_id: str | None = None,
         sending: AbstractContextManager[object] | None = None,
+        administration_lock: AdministrationLock | None = None,
+        repost_changed: bool = False,
+        settle: float | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.client = client
-        self.record = record
+        self.ledger = ledger
         self.flow_run_id = flow_run_id
         self.sending = sending
+        self.administration_lock = administration_lock
+        self.repost_changed = repost_changed
+        self.settle = settle_seconds() if settle is None else settle
+        self.clock = clock
 
-    def look_up(self, postings: Sequence[Posting]) -> Listings:
-        """What Visma.net holds in the periods of the keys not recorded as sent, read before the keys' locks
-        (see the module's step 3 for why that is safe); a period that cannot be read is left out."""
-        periods = sorted({p.period_id for p in postings if not _is_sent(self.record.peek(p.key))})
-        return {
-            period_id: listed
-            for period_id, listed in self._listings(periods, together=False).items()
-            if not isinstance(listed, ApiError)
-        }
+    # -- the whole administration ---------------------------------------------------------------------------
 
-    def post(self, postings: Sequence[Posting], looked_up: Listings | None = None) -> list[StatusRow]:
-        """Post what is not sent yet; `looked_up` is `look_up`'s answer when the flow read it ahead."""
+    def post(self, postings: Sequence[Posting]) -> list[StatusRow]:
+        """Post what is not sent yet; every posting gets exactly one row (a reposted key gets its reversal's too)."""
+        if not postings:
+            return []
+        try:
+            known = self.ledger.entries(p.key for p in postings)
+        except LedgerUnavailable as exc:
+            return [p.row(Status.FAILED, reason=f"{exc}; nothing sent") for p in postings]
         rows: list[StatusRow] = []
         pending: list[Posting] = []
         for posting in postings:
-            # sent is final; anything else is decided under the lock (where a key sent since is caught too, so
-            # after a look-up ahead, which peeked already, this pass is skipped)
-            entry = self.record.peek(posting.key) if looked_up is None else None
-            if _is_sent(entry):
-                rows.append(_already_sent(posting, entry))
+            done = _settled(posting, known.get(posting.key, []))
+            if done is not None:
+                rows.append(posting.row(Status.ALREADY_SENT, batch_number=done.batch_number, period=done.period_id))
             else:
                 pending.append(posting)
-        if not pending:
-            return rows
-        try:
-            with self.record.holding(posting.key for posting in pending) as holder:
-                rows.extend(self._decide(pending, holder, looked_up or {}))
-        except LockTimeout as exc:
-            rows.extend(posting.row(Status.FAILED, reason=str(exc)) for posting in pending)
+        if pending:
+            rows.extend(self._post_locked(pending))
         return rows
 
-    def _decide(self, pending: list[Posting], holder: str, looked_up: Listings) -> list[StatusRow]:
-        rows: list[StatusRow] = []
-        by_period: dict[str, list[Posting]] = defaultdict(list)
-        again: set[str] = set()  # periods to look up now, under the lock
-        for posting in pending:
-            entry = self.record.get(posting.key, holder)
-            if _is_sent(entry):  # another run finished it while we waited
-                rows.append(_already_sent(posting, entry))
-                continue
-            by_period[posting.period_id].append(posting)
-            if entry is not None or posting.period_id not in looked_up:  # attempted before, or not read ahead
-                again.add(posting.period_id)
-        listings: dict[str, dict[str, JournalTransactionSummary] | ApiError] = {
-            period_id: looked_up[period_id] for period_id in by_period if period_id not in again
+    def _post_locked(self, pending: list[Posting]) -> list[StatusRow]:
+        administration = pending[0].administration
+        lock = self.administration_lock(administration) if self.administration_lock else nullcontext()
+        try:
+            with lock, self.ledger.holding(p.key for p in pending) as held:
+                return self._decide_all(pending, held)
+        except (LockTimeout, LedgerUnavailable) as exc:
+            return [p.row(Status.FAILED, reason=f"{exc}; nothing sent") for p in pending]
+        except Exception as exc:
+            if not _is_lock_error(exc):
+                raise
+            reason = f"the Prefect server's lock of administration {administration} was not granted ({exc})"
+            return [p.row(Status.FAILED, reason=f"{reason}; nothing sent") for p in pending]
+
+    def _decide_all(self, pending: list[Posting], held: HeldKeys) -> list[StatusRow]:
+        entries = held.entries()
+        periods = {p.period_id for p in pending} | {p.payroll_period for p in pending}
+        periods |= {e.period_id for p in pending for e in entries.get(p.key, [])}
+        listings = self._listings(sorted(periods))
+        unreadable = {period: error for period, error in listings.items() if isinstance(error, ApiError)}
+        listed = Listed([s for found in listings.values() if not isinstance(found, ApiError) for s in found])
+        reversal_keys = {
+            reversal_key(p.key, e.fingerprint) for p in pending for e in entries.get(p.key, []) if e.kind == "journal"
         }
-        listings.update(self._listings(sorted(again)))
-        decided: list[tuple[Posting, JournalTransactionSummary | None]] = []
-        for period_id in sorted(by_period):
-            listed = listings[period_id]
-            if isinstance(listed, ApiError):
-                reason = f"could not look up period {period_id} in Visma.net before posting ({listed}); nothing sent"
-                rows.extend(posting.row(Status.FAILED, reason=reason) for posting in by_period[period_id])
+        reversal_keys |= {reversal_key(p.key, fp) for p in pending for fp in listed.by_key.get(p.key, {})}
+        reversals = held.entries_of(sorted(reversal_keys)) if reversal_keys else {}
+        rows: list[StatusRow] = []
+        decisions: list[_Decision] = []
+        for posting in sorted(pending, key=lambda p: (p.period_id, p.key)):
+            missing = [period for period in (posting.period_id, posting.payroll_period) if period in unreadable]
+            if missing:
+                reason = f"could not look up period {missing[0]} in Visma.net before posting ({unreadable[missing[0]]})"
+                rows.append(posting.row(Status.FAILED, reason=f"{reason}; nothing sent"))
                 continue
-            decided.extend((posting, listed.get(posting.key)) for posting in by_period[period_id])
-        # every intent on storage before the first create leaves (together: one write's wait, not one per create);
-        # the outcomes are written while the next create is out, and all of them before the locks are let go
-        absent = [posting for posting, found in decided if found is None]
-        at_once([partial(self._write, posting.entry(PostingState.INTENT), holder) for posting in absent])
-        outcomes: list[Future[None]] = []
-        slot = self.sending if absent and self.sending is not None else nullcontext()
+            decisions.append(self._decide(posting, entries.get(posting.key, []), reversals, listed))
+        rows.extend(row for decision in decisions for row in decision.rows)
         try:
-            with slot:  # only the API calls hold a sending slot
-                for posting, found in decided:
-                    if found is not None:
-                        rows.append(self._adopt(posting, found, holder))
-                    else:
-                        rows.append(self._create(posting, holder, outcomes))
-        finally:
-            wait(outcomes)
-        for outcome in outcomes:
-            outcome.result()  # a record that could not be written fails the task: the next run looks it up
+            held.put(*(entry for decision in decisions for entry in decision.writes))
+        except LedgerUnavailable as exc:
+            return [*rows, *(p.row(Status.FAILED, reason=f"{exc}; nothing sent") for d in decisions for p in d.creates)]
+        rows.extend(self._release_again(posting, booked, held) for d in decisions for posting, booked in d.releases)
+        creates = [decision.creates for decision in decisions if decision.creates]
+        if creates:
+            with self.sending if self.sending is not None else nullcontext():  # only the creates hold a slot
+                rows.extend(self._run_creates(creates, held))
         return rows
 
-    def _listings(
-        self, period_ids: list[str], *, together: bool = True
-    ) -> dict[str, dict[str, JournalTransactionSummary] | ApiError]:
-        """Each period's listing; `together`: the periods at once, one read's latency (under the keys' locks,
-        where time counts); else one after another, in this thread (ahead of the posting, where it does not)."""
+    # -- one key --------------------------------------------------------------------------------------------
 
-        def listing(period_id: str) -> dict[str, JournalTransactionSummary] | ApiError:
-            try:
-                return self._listing(period_id)
-            except ApiError as exc:
-                return exc
+    def _decide(
+        self, posting: Posting, rows: list[PostingEntry], reversals: dict[str, list[PostingEntry]], listed: Listed
+    ) -> _Decision:
+        decision = _Decision()
+        booked = _booked(posting.key, rows, listed)
+        undone = {fp for fp in booked if _reversal(posting.key, fp, reversals, listed) is not None}
+        live = {fp: b for fp, b in booked.items() if fp not in undone}
+        now = self.clock()
+        for entry in rows:  # intents the listing does not show: too young to tell (pending), or lost
+            if entry.state is not PostingState.INTENT or entry.fingerprint in booked:
+                continue
+            settled_at = entry.updated_at + dt.timedelta(seconds=self.settle)
+            if now < settled_at:
+                when = settled_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                reason = (
+                    f"an earlier create of this journal ({entry.holder}, {entry.updated_at:%H:%M:%S} UTC) has no "
+                    f"known outcome and Visma.net does not list it yet; not sent again: it is looked up again from "
+                    f"{when} (the settle time) and posted only if still absent"
+                )
+                decision.rows.append(posting.row(Status.PENDING, reason=reason))
+                return decision
+            lost = "not listed by Visma.net within the settle time after its create; treated as not booked"
+            decision.writes.append(entry.model_copy(update={"state": PostingState.LOST, "message": lost}))
+        for fingerprint, found in booked.items():  # the ledger learns what Visma.net holds
+            if not any(e.fingerprint == fingerprint and e.state is PostingState.SENT for e in rows):
+                adopted = posting if fingerprint == posting.fingerprint else replace(posting, fingerprint=fingerprint)
+                decision.writes.append(self._entry(adopted, PostingState.SENT, found, "found in Visma.net by its key"))
+        if posting.fingerprint in live:
+            found = live[posting.fingerprint]
+            if posting.release and found.released is False:
+                decision.releases.append((posting, found))
+            else:
+                reason = "" if _recorded(posting, rows) else "found in Visma.net by its key (not sent again)"
+                decision.rows.append(self._already(posting, found, reason))
+            return decision
+        if not live:
+            if posting.fingerprint in booked:
+                undo = _reversal(posting.key, posting.fingerprint, reversals, listed)
+                reason = (
+                    f"this content was booked as batch {booked[posting.fingerprint].batch_number} and reversed as "
+                    f"batch {undo.batch_number if undo else '?'}; not booked again automatically"
+                )
+                decision.rows.append(posting.row(Status.REFUSED, reason=reason, codes=("reversed_before",)))
+                return decision
+            twin = _same_content(posting, listed)
+            if twin is not None:
+                key, found = twin
+                reason = (
+                    f"the same journal is already booked as batch {found.batch_number} in {found.period_id} "
+                    f"under another run or source (key {key}); not sent again"
+                )
+                decision.rows.append(posting.row(Status.REFUSED, reason=reason, codes=("duplicate_content",)))
+                return decision
+            decision.creates.append(posting)
+            return decision
+        if len(live) > 1:
+            batches = ", ".join(sorted(b.batch_number for b in live.values()))
+            reason = f"several transactions of this journal are live in Visma.net (batches {batches}); resolve by hand"
+            decision.rows.append(posting.row(Status.REFUSED, reason=reason, codes=("several_live",)))
+            return decision
+        ((old_fingerprint, old),) = live.items()
+        if not self.repost_changed:
+            reason = (
+                f"changed since it was sent as batch {old.batch_number} in {old.period_id}: debit {old.debit:.2f} -> "
+                f"{posting.debit:.2f}, credit {old.credit:.2f} -> {posting.credit:.2f}; nothing sent (repost changed "
+                f"journals to reverse batch {old.batch_number} and post this one)"
+            )
+            decision.rows.append(posting.row(Status.CHANGED, batch_number=old.batch_number, reason=reason))
+            return decision
+        for entry in reversals.get(reversal_key(posting.key, old_fingerprint), []):  # a reversal that never answered
+            if entry.state is not PostingState.INTENT:
+                continue
+            settled_at = entry.updated_at + dt.timedelta(seconds=self.settle)
+            if now < settled_at:
+                when = settled_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                reason = (
+                    f"an earlier reversal of batch {old.batch_number} ({entry.holder}, {entry.updated_at:%H:%M:%S} "
+                    f"UTC) has no known outcome and Visma.net does not list it yet; not sent again: it is looked up "
+                    f"again from {when} (the settle time), and reversed and reposted only if still absent"
+                )
+                decision.rows.append(posting.row(Status.PENDING, batch_number=old.batch_number, reason=reason))
+                return decision
+            lost = "not listed by Visma.net within the settle time after its create; treated as not booked"
+            decision.writes.append(entry.model_copy(update={"state": PostingState.LOST, "message": lost}))
+        decision.creates.extend([self._reversal_posting(posting, old_fingerprint, old), posting])
+        return decision
 
-        if not together:
-            return {period_id: listing(period_id) for period_id in period_ids}
-        listed = at_once([partial(listing, period_id) for period_id in period_ids], most=LISTINGS_AT_ONCE)
-        return dict(zip(period_ids, listed, strict=True))
-
-    def _listing(self, period_id: str) -> dict[str, JournalTransactionSummary]:
-        """The period's GL transactions (one listing, all pages), by the posting key their description carries."""
-        summaries = self.client.list_journal_transactions(period_id, module="GL")
-        return {key: summary for summary in summaries if (key := extract_key(summary.description)) is not None}
-
-    def _adopt(self, posting: Posting, found: JournalTransactionSummary, holder: str) -> StatusRow:
-        """Visma.net already holds this key's transaction (an earlier run's answer was lost): record it."""
-        batch = found.batch_number
-        self._write(posting.entry(PostingState.SENT, batch_number=batch, message="found in Visma.net"), holder)
-        return posting.row(
-            Status.ALREADY_SENT, batch_number=batch, reason="found in Visma.net by its key (not sent again)"
+    def _reversal_posting(self, posting: Posting, fingerprint: str, old: Booked) -> Posting:
+        """The reversal of the live batch `old` as a posting; built when its turn comes (`_run_creates`)."""
+        return replace(
+            posting,
+            key=reversal_key(posting.key, fingerprint),
+            fingerprint=reversal_fingerprint(fingerprint),
+            kind="reversal",
+            reverses=old.batch_number,
+            undoes=(posting.key, fingerprint),
+            period_id=old.period_id,
+            lines=0,
+            debit=old.credit,
+            credit=old.debit,
+            payload=b"",
+            note=f"reverses batch {old.batch_number} (the journal changed since it was sent)",
         )
 
-    def _create(self, posting: Posting, holder: str, outcomes: list[Future[None]]) -> StatusRow:
-        """Create the transaction (its intent is already recorded); the sent outcome is written in the background
-        (into `outcomes`), unless a release follows, which needs it first."""
+    # -- creates --------------------------------------------------------------------------------------------
+
+    def _run_creates(self, creates: list[list[Posting]], held: HeldKeys) -> list[StatusRow]:
+        rows: list[StatusRow] = []
+        broken: str | None = None  # the ledger failed: nothing more is created in this task
+        for chain in creates:
+            for position, posting in enumerate(chain):
+                if broken is not None:
+                    rows.append(posting.row(Status.FAILED, reason=f"{broken}; not sent: the next run looks it up"))
+                    continue
+                try:
+                    row, ok = self._create(posting, held)
+                except _LedgerBroke as exc:
+                    broken = exc.reason
+                    row, ok = exc.row, False
+                rows.append(row)
+                if not ok:
+                    for rest in chain[position + 1 :]:  # a new journal never goes without its reversal
+                        reason = f"not sent: the reversal of batch {posting.reverses} is not booked ({row.status})"
+                        rows.append(rest.row(row.status, reason=reason))
+                    break
+        return rows
+
+    def _create(self, posting: Posting, held: HeldKeys) -> tuple[StatusRow, bool]:
+        """One create: intent, POST, outcome. (row, whether it is booked)."""
+        if posting.kind == "reversal":
+            try:
+                posting = self._with_reversal_payload(posting)
+            except ApiError as exc:
+                reason = f"could not read batch {posting.reverses} to reverse it ({exc}); nothing sent"
+                return posting.row(Status.FAILED, reason=reason), False
+        self._put(held, self._entry(posting, PostingState.INTENT), posting, "before the create")
         try:
             batch = self.client.create_journal_transaction(posting.payload)
         except ApiError as exc:
             if isinstance(exc, AMBIGUOUS_ERRORS) or exc.code == "NoLocation":
-                return self._after_lost_answer(posting, exc, holder)
-            self._write(posting.entry(PostingState.REJECTED, message=str(exc)), holder)
-            return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}")
-        sent = posting.entry(PostingState.SENT, batch_number=batch)
-        if posting.release:
-            self._write(sent, holder)
-            return self._release(posting, batch, holder, Status.SENT, "")
-        outcomes.append(in_background(partial(self._write, sent, holder)))
-        return posting.row(Status.SENT, batch_number=batch)
+                return self._after_lost_answer(posting, exc, held)
+            self._put(held, self._entry(posting, PostingState.REJECTED, message=str(exc)), posting, None)
+            if posting.kind == "reversal":  # e.g. the original's period is closed by now
+                reason = f"Visma.net refused the reversal of batch {posting.reverses}: {exc}"
+                return posting.row(Status.REFUSED, reason=reason, codes=("reversal_refused",)), False
+            return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}"), False
+        self._put(held, self._entry(posting, PostingState.SENT, batch=batch), posting, batch)
+        if posting.undoes is not None:
+            try:
+                held.mark_reversed(*posting.undoes, by=batch)
+            except LedgerUnavailable as exc:
+                raise _LedgerBroke(str(exc), posting.row(Status.SENT, batch_number=batch, reason=str(exc))) from None
+        return self._release(posting, batch, held, ""), True
 
-    def _after_lost_answer(self, posting: Posting, error: ApiError, holder: str) -> StatusRow:
+    def _with_reversal_payload(self, posting: Posting) -> Posting:
+        assert posting.reverses is not None
+        original = self.client.journal_transaction(posting.reverses)
+        description = _MARKER_TEXT.sub("", str(original.get("description") or "")).strip()
+        marker = f"[nv:{posting.key}:{posting.fingerprint}]"
+        reversal = reversal_of(
+            original, description=f"Reversal of batch {posting.reverses}: {description} {marker}", hold=False
+        )
+        return replace(
+            posting,
+            period_id=reversal.period_id,
+            lines=reversal.lines,
+            debit=reversal.debit,
+            credit=reversal.credit,
+            payload=reversal.payload,
+        )
+
+    def _after_lost_answer(self, posting: Posting, error: ApiError, held: HeldKeys) -> tuple[StatusRow, bool]:
         logger.warning(
-            "create of %s for company %s: answer lost (%s); looking it up", posting.key, posting.company, error
+            "create of %s (company %s): answer lost (%s); looking it up", posting.key, posting.company, error
         )
         try:
-            found = self._listing(posting.period_id).get(posting.key)
+            found = Listed(self.client.list_journal_transactions(posting.period_id, module="GL")).by_key.get(
+                posting.key, {}
+            )
         except ApiError as lookup_error:
-            return posting.row(
-                Status.FAILED,
-                reason=(
-                    f"the answer to the create was lost ({error}) and the look-up failed ({lookup_error}); "
-                    "not sent again: the next run looks it up before posting"
-                ),
+            found, error = {}, ApiError(None, "LookUpFailed", f"{error}; the look-up after it failed: {lookup_error}")
+        booked = found.get(posting.fingerprint)
+        if booked is None:
+            reason = (
+                f"the answer to the create was lost ({error}) and Visma.net does not list the transaction yet; not "
+                f"sent again: looked up again after the settle time ({self.settle:.0f}s), posted only if still absent"
             )
-        if found is None:
-            return posting.row(
-                Status.FAILED,
-                reason=(
-                    f"the answer to the create was lost ({error}) and Visma.net does not show the transaction; "
-                    "not sent again: the next run looks it up before posting"
-                ),
-            )
-        batch = found.batch_number
-        self._write(posting.entry(PostingState.SENT, batch_number=batch, message="answer lost; found by key"), holder)
-        return self._release(posting, batch, holder, Status.SENT, "answer lost; found in Visma.net by its key")
+            return posting.row(Status.PENDING, reason=reason), False
+        self._put(held, self._entry(posting, PostingState.SENT, booked, "answer lost; found by key"), posting, None)
+        return self._release(posting, booked.batch_number, held, "answer lost; found in Visma.net by its key"), True
 
-    def _release(self, posting: Posting, batch: str, holder: str, status: Status, reason: str) -> StatusRow:
+    def _release(self, posting: Posting, batch: str, held: HeldKeys, reason: str) -> StatusRow:
         if not posting.release:
-            return posting.row(status, batch_number=batch, reason=reason)
+            return posting.row(Status.SENT, batch_number=batch, reason=reason)
         try:
             self.client.release_journal_transaction(batch)
         except ApiError as exc:
-            note = f"created, but the release failed ({exc}); release batch {batch} in Visma.net"
-            return posting.row(status, batch_number=batch, reason="; ".join(filter(None, [reason, note])))
-        self._write(posting.entry(PostingState.SENT, batch_number=batch, released=True), holder)
-        return posting.row(status, batch_number=batch, reason="; ".join(filter(None, [reason, "released"])))
+            note = f"created, but the release failed ({exc}); the next run releases it"
+            return posting.row(Status.SENT, batch_number=batch, reason="; ".join(filter(None, [reason, note])))
+        self._put(held, self._entry(posting, PostingState.SENT, batch=batch, released=True), posting, batch)
+        return posting.row(Status.SENT, batch_number=batch, reason="; ".join(filter(None, [reason, "released"])))
 
-    def _write(self, entry: PostingEntry, holder: str) -> None:
-        self.record.put(entry.model_copy(update={"flow_run_id": self.flow_run_id}), holder)
+    def _release_again(self, posting: Posting, booked: Booked, held: HeldKeys) -> StatusRow:
+        """A key sent but not released (its release failed): released now, and reported so."""
+        try:
+            self.client.release_journal_transaction(booked.batch_number)
+        except ApiError as exc:
+            reason = f"sent before, not released: the release failed again ({exc}); the next run tries again"
+            return posting.row(Status.FAILED, batch_number=booked.batch_number, reason=reason, period=booked.period_id)
+        try:
+            held.put(self._entry(posting, PostingState.SENT, booked, "released by a later run", released=True))
+        except LedgerUnavailable as exc:
+            logger.warning("released batch %s but could not record it: %s", booked.batch_number, exc)
+        return self._already(posting, booked, "sent before; released now (the earlier release had failed)")
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _put(self, held: HeldKeys, entry: PostingEntry, posting: Posting, batch: str | None) -> None:
+        """Write one row; a ledger that fails stops the task's creates (its locks may be gone with it)."""
+        try:
+            held.put(entry)
+        except LedgerUnavailable as exc:
+            if entry.state is PostingState.INTENT:
+                raise _LedgerBroke(str(exc), posting.row(Status.FAILED, reason=f"{exc}; not sent")) from None
+            if batch is None:
+                reason = f"{exc}: the outcome is not recorded; the next run looks it up"
+                raise _LedgerBroke(str(exc), posting.row(Status.FAILED, reason=reason)) from None
+            reason = f"booked as batch {batch}, but {exc}; the next run adopts it by its key"
+            raise _LedgerBroke(str(exc), posting.row(Status.SENT, batch_number=batch, reason=reason)) from None
+
+    def _entry(
+        self,
+        posting: Posting,
+        state: PostingState,
+        found: Booked | None = None,
+        message: str = "",
+        *,
+        batch: str | None = None,
+        released: bool | None = None,
+    ) -> PostingEntry:
+        totals = {} if found is None else {"lines": found.lines, "debit": found.debit, "credit": found.credit}
+        return posting.entry(
+            state,
+            **totals,
+            batch_number=batch if found is None else found.batch_number,
+            period_id=posting.period_id if found is None else found.period_id,
+            released=bool(released if released is not None else (found.released if found else False)),
+            message=message,
+            holder=holder_name(),
+            flow_run_id=self.flow_run_id,
+        )
+
+    def _already(self, posting: Posting, found: Booked, reason: str) -> StatusRow:
+        return posting.row(Status.ALREADY_SENT, batch_number=found.batch_number, reason=reason, period=found.period_id)
+
+    def _listings(self, period_ids: list[str]) -> dict[str, list[JournalTransactionSummary] | ApiError]:
+        """Each period's listing, the periods at once (one read's latency under the keys' locks)."""
+
+        def listing(period_id: str) -> list[JournalTransactionSummary] | ApiError:
+            try:
+                return self.client.list_journal_transactions(period_id, module="GL")
+            except ApiError as exc:
+                return exc
+
+        listed = at_once([partial(listing, period_id) for period_id in period_ids], most=LISTINGS_AT_ONCE)
+        return dict(zip(period_ids, listed, strict=True))
 
 
-def _is_sent(entry: PostingEntry | None) -> bool:
-    return entry is not None and entry.state is PostingState.SENT
+_MARKER_TEXT = re.compile(r"\s*\[nv:[0-9a-f:]+\]")
 
 
-def _already_sent(posting: Posting, entry: PostingEntry) -> StatusRow:
-    return posting.row(Status.ALREADY_SENT, batch_number=entry.batch_number)
+class _LedgerBroke(Exception):
+    def __init__(self, reason: str, row: StatusRow) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.row = row
+
+
+def _settled(posting: Posting, rows: list[PostingEntry]) -> Booked | None:
+    """The ledger alone says this key is done: its content sent (and released when it must be), no other
+    content sent under it since; None when the locks and a look-up must decide."""
+    booked = [e for e in rows if e.state in BOOKED_STATES and e.kind == "journal"]
+    mine = next((e for e in booked if e.fingerprint == posting.fingerprint), None)
+    if mine is None or mine.state is not PostingState.SENT or mine.batch_number is None or len(booked) > 1:
+        return None
+    if posting.release and not mine.released:
+        return None
+    return Booked(mine.batch_number, mine.period_id, mine.lines, mine.debit, mine.credit, mine.released)
+
+
+def _recorded(posting: Posting, rows: list[PostingEntry]) -> bool:
+    return any(e.fingerprint == posting.fingerprint and e.state is PostingState.SENT for e in rows)
+
+
+def _booked(key: str, rows: list[PostingEntry], listed: Listed) -> dict[str, Booked]:
+    """Every content Visma.net holds under `key`: what the listing shows, and what the ledger recorded as sent."""
+    booked: dict[str, Booked] = {}
+    for entry in rows:
+        if entry.state in BOOKED_STATES and entry.kind == "journal" and entry.batch_number:
+            booked[entry.fingerprint] = Booked(
+                entry.batch_number, entry.period_id, entry.lines, entry.debit, entry.credit, entry.released
+            )
+    for fingerprint, found in listed.by_key.get(key, {}).items():
+        recorded = booked.get(fingerprint)
+        released = found.released or bool(recorded and recorded.released)
+        booked[fingerprint] = replace(found, released=released)
+    return booked
+
+
+def _reversal(key: str, fingerprint: str, reversals: dict[str, list[PostingEntry]], listed: Listed) -> Booked | None:
+    """The reversal of content `fingerprint` under `key`, when one is booked."""
+    undo_key, undo_fingerprint = reversal_key(key, fingerprint), reversal_fingerprint(fingerprint)
+    found = listed.by_key.get(undo_key, {}).get(undo_fingerprint)
+    if found is not None:
+        return found
+    for entry in reversals.get(undo_key, []):
+        if entry.state is PostingState.SENT and entry.batch_number:
+            return Booked(entry.batch_number, entry.period_id, entry.lines, entry.debit, entry.credit, entry.released)
+    return None
+
+
+def _same_content(posting: Posting, listed: Listed) -> tuple[str, Booked] | None:
+    """A live transaction of another key with exactly this content (same company, payroll period and lines)."""
+    for key, found in listed.by_fingerprint.get(posting.fingerprint, []):
+        if key != posting.key and reversal_key(key, posting.fingerprint) not in listed.by_key:
+            return key, found
+    return None
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
+
+    return isinstance(exc, AcquireConcurrencySlotTimeoutError | ConcurrencySlotAcquisitionError)
+
+
+def administration_lock_name(administration: str) -> str:
+    """The Prefect global concurrency limit that one administration's look-ups and creates hold."""
+    return "nmbrs-visma-post-" + re.sub(r"[^A-Za-z0-9_-]+", "-", administration)
+
+
+@contextmanager
+def prefect_administration_lock(administration: str, *, timeout_seconds: float) -> Iterator[None]:
+    """Hold the administration's lock on the Prefect server (created on demand, strict)."""
+    from nmbrs_visma.blocks.locks import server_lock
+
+    with server_lock(administration_lock_name(administration), timeout_seconds=timeout_seconds):
+        yield
 
 
 @task(name="post-administration", cache_policy=NO_CACHE, task_run_name="post-{administration}")
@@ -302,12 +646,20 @@ def post_administration(
     administration: str,
     postings: list[Posting],
     client: LedgerClient,
-    record: PostingRecord,
+    ledger: PostingLedger,
     flow_run_id: str | None = None,
-    looked_up: Listings | None = None,
     sending: AbstractContextManager[object] | None = None,
+    repost_changed: bool = False,
 ) -> list[StatusRow]:
     """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
-    record and the look-up decide every key, and a retry would only repeat that."""
-    poster = AdministrationPoster(client, record, flow_run_id=flow_run_id, sending=sending)
-    return poster.post(postings, looked_up)
+    ledger and the look-up decide every key, and a retry would only repeat that."""
+    lock = partial(prefect_administration_lock, timeout_seconds=ledger.lock_timeout)
+    poster = AdministrationPoster(
+        client,
+        ledger,
+        flow_run_id=flow_run_id,
+        sending=sending,
+        administration_lock=lock,
+        repost_changed=repost_changed,
+    )
+    return poster.post(postings)

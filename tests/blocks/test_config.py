@@ -11,6 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from nmbrs_visma.blocks import AdministrationMappingBlock, NmbrsAccount, VismaNetAccount, load_mappings
+from nmbrs_visma.blocks.listing import read_named_blocks
 from nmbrs_visma.blocks.locks import token_lock_name
 from nmbrs_visma.config import ConfigError, apply_config, apply_config_file, plan_config, show_config
 from nmbrs_visma.journals.models import ClosedPeriodPolicy
@@ -147,3 +148,113 @@ def test_the_commands_apply_and_show_with_secrets_masked(
     broken.write_text("companies: [{nmbrs_company: 5}]\n")
     assert apply_config_file(broken) == 2
     assert "companies[0] (company 5): visma_account: Field required" in capsys.readouterr().out
+
+
+# -- a file-only configuration: Visma.net accounts and companies, no Nmbrs API account ------------------------
+
+FILE_ONLY_ENV = {key: value for key, value in EXAMPLE_ENV.items() if not key.startswith("NMBRS_")}
+
+
+def _file_only() -> dict:
+    """The example without its `nmbrs` section, and no company naming an Nmbrs account."""
+    data = _example()
+    del data["nmbrs"]
+    for company in data["companies"]:
+        company.pop("nmbrs_account", None)
+    return data
+
+
+def test_a_file_only_config_applies_with_no_nmbrs_account_per_company(clean_blocks: None) -> None:
+    applied = apply_config(_file_only(), FILE_ONLY_ENV)  # no Nmbrs secret in the environment either
+    assert applied.nmbrs_accounts == []
+    assert applied.mappings == ["company-1001", "company-1002", "company-1004", "company-2001"]
+    assert applied.token_locks == [token_lock_name(VismaNetAccount, "bakkerij-zuid")]
+
+    loaded = load_mappings()
+    assert loaded.nmbrs_accounts == {1001: None, 1002: None, 1004: None, 2001: None}  # never a made-up "default"
+    assert AdministrationMappingBlock.load("company-1002").nmbrs_account is None
+    assert loaded.mappings[1002].cost_center.description == "Department"  # the rest of the mapping as before
+    assert read_named_blocks(NmbrsAccount) == []
+
+    again = apply_config(_file_only(), FILE_ONLY_ENV)
+    assert again.mappings == [] and len(again.unchanged_mappings) == 4
+
+
+@pytest.mark.parametrize("nmbrs_section", [None, {}, {"accounts": {}}])
+def test_an_empty_nmbrs_section_is_file_only_too(nmbrs_section: dict | None) -> None:
+    data = _file_only()
+    data["nmbrs"] = nmbrs_section
+    planned = plan_config(data, FILE_ONLY_ENV)
+    assert planned.nmbrs_accounts == {}
+    assert {number: block.nmbrs_account for number, block in planned.mappings.items()} == dict.fromkeys(
+        (1001, 1002, 1004, 2001)
+    )
+
+
+def test_naming_an_nmbrs_account_a_file_only_config_lacks_is_refused(clean_blocks: None) -> None:
+    data = _file_only()
+    data["companies"][1]["nmbrs_account"] = "default"
+    with pytest.raises(ConfigError) as raised:
+        apply_config(data, FILE_ONLY_ENV)
+    assert raised.value.problems == [
+        "companies[1] (company 1002): nmbrs_account 'default' is not defined under nmbrs.accounts"
+    ]
+    assert load_mappings().mappings == {}  # nothing written
+
+
+def test_with_one_nmbrs_account_a_company_uses_it_and_with_several_must_name_one() -> None:
+    one = plan_config(_example(), EXAMPLE_ENV)
+    assert {block.nmbrs_account for block in one.mappings.values()} == {"default"}
+
+    data = _example()
+    data["nmbrs"]["accounts"]["second"] = copy.deepcopy(data["nmbrs"]["accounts"]["default"])
+    with pytest.raises(ConfigError) as raised:
+        plan_config(data, EXAMPLE_ENV)
+    problems = raised.value.problems
+    assert (
+        "companies[0] (company 1001): nmbrs_account is required when there are several Nmbrs accounts " in (problems[0])
+    )
+    assert "(default, second)" in problems[0]
+    assert len(problems) == 3  # 1001, 1004, 2001; 1002 names its account
+    assert not [problem for problem in problems if "company 1002" in problem]
+
+    for company in data["companies"]:
+        company["nmbrs_account"] = "second"
+    planned = plan_config(data, EXAMPLE_ENV)
+    assert {block.nmbrs_account for block in planned.mappings.values()} == {"second"}
+
+
+def test_a_block_saved_before_with_the_default_account_still_reads_it(clean_blocks: None) -> None:
+    """A block written before `nmbrs_account` could be empty holds "default": it keeps reading that account."""
+    AdministrationMappingBlock(
+        nmbrs_company=3001, nmbrs_account="default", visma_account="x", branch="1", ledger="L"
+    ).save("company-3001")
+    AdministrationMappingBlock(nmbrs_company=3002, nmbrs_account="", visma_account="x", branch="1", ledger="L").save(
+        "company-3002"
+    )  # a field cleared in the UI form: journal files only
+    assert load_mappings().nmbrs_accounts == {3001: "default", 3002: None}
+
+
+def test_the_commands_apply_a_file_only_file_and_show_its_companies_as_journal_files_only(
+    clean_blocks: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # rich would abbreviate cells in an 80-column capture
+    apply_config(_example(), EXAMPLE_ENV)  # every company on the one Nmbrs account, "default"
+    for key, value in FILE_ONLY_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in set(EXAMPLE_ENV) - set(FILE_ONLY_ENV):
+        monkeypatch.delenv(key, raising=False)
+    file_only = _file_only()
+    file_only["companies"] = [file_only["companies"][1]]  # company 1002 only, from now on from journal files
+    path = tmp_path / "file-only.yaml"
+    path.write_text(yaml.safe_dump(file_only))
+    assert "nmbrs" not in yaml.safe_load(path.read_text())
+    capsys.readouterr()
+
+    assert apply_config_file(path) == 0
+    assert "0 Nmbrs account(s), 1 company mapping(s) written" in capsys.readouterr().out
+    assert show_config() == 0
+    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.count("│") > 3}
+    assert "none (journal files only)" in rows["1002"]
+    for company in ("1001", "1004", "2001"):
+        assert "default" in rows[company] and "journal files only" not in rows[company]

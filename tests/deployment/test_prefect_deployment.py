@@ -53,7 +53,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
         {
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "NMBRS_VISMA_RECORD_DIR": str(tmp_path / "postings"),
+            "NMBRS_VISMA_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
             "NMBRS_VISMA_OUTPUT_DIR": str(tmp_path / "output"),
         },
     )

@@ -1,7 +1,7 @@
 """Fault tests: the session's Prefect API (`prefect_api` in tests/conftest.py), both emulators over real HTTP,
 the demo config applied.
 
-Each test gets fresh emulators (fresh ledgers, fresh fault switches), a fresh posting record and output
+Each test gets fresh emulators (fresh ledgers, fresh fault switches), a fresh posting ledger and output
 folder, and the demo configuration re-applied against the new emulator URLs. Waits are kept short by the
 worlds' settings (one-second rate windows and `Retry-After`, short token lifetimes, short client time-outs).
 """
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("NMBRS_VISMA_RECORD_DIR", str(tmp_path / "postings"))
+    monkeypatch.setenv("NMBRS_VISMA_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     monkeypatch.setenv("NMBRS_VISMA_OUTPUT_DIR", str(tmp_path / "output"))
-    monkeypatch.setenv("NMBRS_VISMA_LOCK_TIMEOUT", "60")
+    monkeypatch.setenv("NMBRS_VISMA_LOCK_TIMEOUT", "120")
     return tmp_path
 
 
@@ -32,7 +32,12 @@ def sandboxes(prefect_api: str, workspace: Path) -> Iterator[object]:
     with running_sandboxes() as running:
         running.nmbrs_world.document_polls = 0  # documents ready at once: no one-second polls in these tests
         configure_demo(running.visma_url, running.nmbrs_url)
-        yield running
+        try:
+            yield running
+        finally:
+            from .support import release_administration_locks
+
+            release_administration_locks()  # a killed child's lock would hold its lease into the next test
 
 
 @pytest.fixture

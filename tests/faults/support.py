@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmbrs_visma.journals.keys import administration_id, extract_key, posting_key
+from nmbrs_visma.journals.keys import administration_id, posting_key, read_marker
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import COMPANIES, DEMO_PERIOD, DEMO_YEAR, TENANTS, DemoCompany
 from nmbrs_visma.sandbox.serve import Sandboxes
@@ -88,7 +88,7 @@ def expected_ledger(sandboxes: Sandboxes, companies: Iterable[int]) -> dict[str,
             project = cost_unit.zfill(3) if cost_unit else ""
             per_period[period_id][(account, department, project, side)] += cents
         for period_id, cents in per_period.items():
-            key = posting_key(number, run.run_id, period_id, administration)
+            key = posting_key(number, run.year, run.period_end, run.number, period_id, administration)
             nonzero = {line: value for line, value in cents.items() if value}
             expected[key] = ExpectedTransaction(number, demo.tenant_id, period_id, nonzero)
     return expected
@@ -103,7 +103,8 @@ def booked_ledger(world: VismaWorld) -> dict[str | None, list[tuple[str, Any]]]:
     booked: dict[str | None, list[tuple[str, Any]]] = defaultdict(list)
     for tenant in TENANTS:
         for transaction in world.transactions(tenant.tenant_id):
-            booked[extract_key(transaction.description)].append((tenant.tenant_id, transaction))
+            marker = read_marker(transaction.description)
+            booked[marker.key if marker else None].append((tenant.tenant_id, transaction))
     return dict(booked)
 
 
@@ -269,6 +270,20 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def release_administration_locks() -> None:
+    """Delete the Prefect server's per-administration posting locks (created again on demand), as an operator
+    resets a dead worker's lock instead of waiting for its lease to lapse: tests start from free locks."""
+    from prefect.client.orchestration import get_client
+
+    from nmbrs_visma.tasks.posting import administration_lock_name
+
+    prefix = administration_lock_name("")
+    with get_client(sync_client=True) as client:
+        for limit in client.read_global_concurrency_limits(limit=200):
+            if limit.name.startswith(prefix):
+                client.delete_global_concurrency_limit_by_name(limit.name)
+
+
 # -- memory --------------------------------------------------------------------------------------------------
 
 
@@ -304,3 +319,199 @@ def peak_rss(interval: float = 0.02) -> Iterator[Callable[[], int]]:
 
 def counts(items: Iterable[Any]) -> Counter[Any]:
     return Counter(items)
+
+
+# -- any run's expected ledger (identity tests) --------------------------------------------------------------
+
+LineCents = dict[tuple[str, str, str, str, str], int]  # (period_id, account, cost_center, cost_unit, side) -> cents
+
+
+def run_lines(sandboxes: Sandboxes, number: int, period: int, year: int = DEMO_YEAR) -> LineCents:
+    """The cents of the journal of company `number`'s Nmbrs run of `period` (the kind its mapping asks for)."""
+    return dict(sandboxes.nmbrs_world.expected_lines(number, year, period, journal_kind(number)))  # type: ignore[arg-type]
+
+
+def expected_run(
+    sandboxes: Sandboxes,
+    number: int,
+    period: int,
+    *,
+    year: int = DEMO_YEAR,
+    run_number: int | None = None,
+    lines: LineCents | None = None,
+    booked_in: dict[str, str] | None = None,
+) -> dict[str, ExpectedTransaction]:
+    """Posting key -> transaction of one run of company `number` whose last payroll period is `period`.
+
+    `run_number`: the run's number in its key (default the Nmbrs emulator's own; a journal file's is the one it
+    is posted with). `lines`: the journal's cents (default the generated journal; a test's edited export).
+    `booked_in`: payroll period -> the financial period its transaction is booked in (a closed-period move)."""
+    demo = company(number)
+    if run_number is None:
+        run_number = sandboxes.nmbrs_world.run_for_period(number, year, period).number
+    administration = administration_id(demo.tenant_id, demo.branch, LEDGER_ID)
+    per_period: dict[str, dict[LineKey, int]] = defaultdict(lambda: defaultdict(int))
+    journal = lines if lines is not None else run_lines(sandboxes, number, period, year)
+    for (period_id, account, cost_center, cost_unit, side), cents in journal.items():
+        department = cost_center.zfill(4) if cost_center else ""
+        project = cost_unit.zfill(3) if cost_unit else ""
+        per_period[period_id][(account, department, project, side)] += cents
+    expected: dict[str, ExpectedTransaction] = {}
+    for period_id, cents in per_period.items():
+        key = posting_key(number, year, period, run_number, period_id, administration)
+        nonzero = {line: value for line, value in cents.items() if value}
+        booked = (booked_in or {}).get(period_id, period_id)
+        expected[key] = ExpectedTransaction(number, demo.tenant_id, booked, nonzero)
+    return expected
+
+
+def assert_ledger_holds(world: VismaWorld, expected: dict[str, ExpectedTransaction]) -> dict[str, Any]:
+    """`assert_ledger` for a given expectation: every expected transaction exactly once, in its tenant and
+    period, to the cent per account, department, project and side; nothing else. Returns key -> (tenant, tx)."""
+    booked = booked_ledger(world)
+    assert None not in booked, f"transactions without a posting key: {booked.get(None)}"
+    twice = {key: len(found) for key, found in booked.items() if len(found) != 1}
+    assert not twice, f"posted more than once: {twice}"
+    assert set(booked) == set(expected), (
+        f"unexpected: {sorted(set(booked) - set(expected))}; missing: {sorted(set(expected) - set(booked))}"  # type: ignore[type-var]
+    )
+    found: dict[str, Any] = {}
+    for key, want in expected.items():
+        ((tenant_id, transaction),) = booked[key]
+        assert (tenant_id, transaction.period_id) == (want.tenant_id, want.period_id), key
+        assert transaction_cents(transaction) == want.cents, f"{key} (company {want.company} {want.period_id})"
+        assert transaction.debit_total == transaction.credit_total
+        found[key] = (tenant_id, transaction)
+    return found
+
+
+def net_cents(transactions: Iterable[Any]) -> dict[LineKey, int]:
+    """What transactions book together, netted per account, department and project (debit minus credit),
+    shown on the side that remains: original + reversal + replacement nets to the replacement."""
+    signed: dict[tuple[str, str, str], int] = defaultdict(int)
+    for transaction in transactions:
+        for (account, department, project, side), cents in transaction_cents(transaction).items():
+            signed[(account, department, project)] += cents if side == "debit" else -cents
+    return {
+        (*line, "debit" if value > 0 else "credit"): abs(value)  # type: ignore[misc]
+        for line, value in signed.items()
+        if value
+    }
+
+
+def write_journal(
+    sandboxes: Sandboxes, path: Path, number: int, period: int = DEMO_PERIOD, year: int = DEMO_YEAR
+) -> Path:
+    """Company `number`'s Nmbrs run of `period` exported to `path` as the journal kind its mapping asks for."""
+    nmbrs = sandboxes.nmbrs_world
+    path.write_bytes(nmbrs.journal_document(nmbrs.run_for_period(number, year, period), journal_kind(number)))  # type: ignore[arg-type]
+    return path
+
+
+def is_release(request: Received) -> bool:
+    return request.method == "POST" and request.path.endswith("/action/release")
+
+
+# -- workers on machines of their own ------------------------------------------------------------------------
+
+_WORKER_CHILD = """
+import json, sys
+from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+from nmbrs_visma.posting_ledger import holder_name
+print("HOLDER:" + holder_name(), flush=True)
+state = post_payroll_journals(period=sys.argv[1], companies=json.loads(sys.argv[2]), return_state=True)
+print("FLOW_RUN:" + str(state.state_details.flow_run_id), flush=True)
+rows = state.result()
+print("ROWS:" + json.dumps([row.model_dump(mode="json") for row in rows]), flush=True)
+"""
+
+
+@dataclass
+class WorkerProcess(FlowProcess):
+    """A `FlowProcess` as a worker on a machine of its own: its own Prefect home `home` (a folder no other
+    process uses; with this test it shares only the Prefect API URL, and what `env` points at), the inherited
+    environment without the names in `unset` nor any value inside this process's own Prefect home, then `env`
+    on top (a PREFECT_HOME in `env` wins over `home` and over the parent's). Its output goes to files in `home`
+    (no pipe to fill while a test waits). After `rows()`: `holder` (the `host:pid` it writes into ledger rows)
+    and `flow_run_id`."""
+
+    home: Path | None = None
+    unset: tuple[str, ...] = ()
+    holder: str = ""
+    flow_run_id: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        from prefect.settings import PREFECT_API_URL
+
+        env = dict(os.environ)
+        if self.home is not None:
+            parent_home = os.environ.get("PREFECT_HOME")
+            if parent_home:
+                env = {name: value for name, value in env.items() if parent_home not in value}
+            env["PREFECT_HOME"] = str(self.home)
+        for name in self.unset:
+            env.pop(name, None)
+        env.update(self.env)
+        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+        return env
+
+    def _folder(self) -> Path:
+        if self.home is None:
+            import tempfile
+
+            self.home = Path(tempfile.mkdtemp(prefix="nmbrs-visma-worker-"))
+        return self.home
+
+    def start(self) -> WorkerProcess:
+        folder = self._folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        env = self.environment()
+        with (folder / "stdout.txt").open("w") as out, (folder / "stderr.txt").open("w") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CHILD, self.period, json.dumps(self.companies)],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+        return self
+
+    def rows(self, timeout: float = 120.0) -> list[StatusRow]:
+        assert self.process is not None and self.home is not None
+        self.process.wait(timeout)
+        self.output = (self.home / "stdout.txt").read_text()
+        self.errors = (self.home / "stderr.txt").read_text()
+        assert self.process.returncode == 0, f"worker failed ({self.process.returncode}):\n{self.errors[-4000:]}"
+        for text in self.output.splitlines():
+            if text.startswith("HOLDER:"):
+                self.holder = text.removeprefix("HOLDER:")
+            elif text.startswith("FLOW_RUN:"):
+                self.flow_run_id = text.removeprefix("FLOW_RUN:")
+        line = next(text for text in reversed(self.output.splitlines()) if text.startswith("ROWS:"))
+        return [StatusRow.model_validate(item) for item in json.loads(line.removeprefix("ROWS:"))]
+
+    def stop(self) -> None:
+        """Kill it if it still runs (test clean-up)."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+def task_run_times(flow_run_id: str, prefix: str, timeout: float = 30.0) -> dict[str, tuple[Any, Any]]:
+    """Task run name -> (start, end) of the finished task runs of a flow run whose names start with `prefix`,
+    as the Prefect server recorded them (waits up to `timeout` for the server's recorder to catch up)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        mine = [run for run in runs if run.name.startswith(prefix)]
+        if mine and all(run.start_time and run.end_time for run in mine):
+            return {run.name: (run.start_time, run.end_time) for run in mine}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task runs {prefix}* of flow run {flow_run_id} not finished on the server: {mine}")
+        time.sleep(0.2)

@@ -1,6 +1,6 @@
 """Flow tests: one Prefect test harness per session, both emulators over real HTTP, the demo config applied.
 
-Each test gets fresh emulators (fresh ledgers), a fresh posting record and output folder, and the demo
+Each test gets fresh emulators (fresh ledgers), a fresh posting ledger and output folder, and the demo
 configuration re-applied against the new emulator URLs, so tests never see each other's postings.
 """
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("NMBRS_VISMA_RECORD_DIR", str(tmp_path / "postings"))
+    monkeypatch.setenv("NMBRS_VISMA_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     monkeypatch.setenv("NMBRS_VISMA_OUTPUT_DIR", str(tmp_path / "output"))
     return tmp_path
 

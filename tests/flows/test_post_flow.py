@@ -125,19 +125,20 @@ def test_a_create_whose_answer_is_lost_gives_one_transaction(sandboxes: object, 
 
 def test_a_lost_answer_recorded_only_as_intent_is_looked_up_not_resent(sandboxes: object, ledger) -> None:
     """A crash after Visma.net committed (intent recorded, no outcome): the next run finds it by its key."""
-    from nmbrs_visma.posting_record import PostingRecord, PostingState
+    from nmbrs_visma.posting_ledger import PostingLedger, PostingState
 
     _post(companies=[1001])
-    record = PostingRecord()
-    (entry,) = record.entries()
-    with record.holding([entry.key]) as holder:  # as if the worker died between the create and the outcome
-        record.put(entry.model_copy(update={"state": PostingState.INTENT, "batch_number": None}), holder)
+    ledger_db = PostingLedger()
+    (entry,) = ledger_db.all_entries()
+    with ledger_db.holding([entry.key]) as held:  # as if the worker died between the create and the outcome
+        held.put(entry.model_copy(update={"state": PostingState.INTENT, "batch_number": None}))
 
     rows = _post(companies=[1001])
     assert [r.status for r in rows] == [Status.ALREADY_SENT]
     assert rows[0].batch_number == entry.batch_number and "found in Visma.net" in rows[0].reason
     assert len(ledger(sandboxes, company(1001).tenant_id)) == 1
-    assert record.get(entry.key).state is PostingState.SENT  # type: ignore[union-attr]
+    (after,) = ledger_db.entries([entry.key])[entry.key]
+    assert (after.state, after.batch_number) == (PostingState.SENT, entry.batch_number)
 
 
 def test_two_runs_started_at_once_post_each_transaction_once(sandboxes: object, ledger) -> None:

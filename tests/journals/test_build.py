@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from nmbrs_visma.journals.build import RunContext, RunRefused, build_many, build_transactions, plan_run
-from nmbrs_visma.journals.keys import extract_key, posting_key
+from nmbrs_visma.journals.keys import posting_key, read_marker
 from nmbrs_visma.journals.models import ClosedPeriodPolicy, DimensionSetting
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
 
@@ -30,8 +30,8 @@ def test_demo_run_builds_one_transaction_per_period(run, mapping, reference, che
         model = check_payload(t.payload)
         assert model.financialPeriod.value == t.financial_period
         assert model.branch.value == "2" and model.ledger.value == "L"
-        assert extract_key(model.description.value) == t.posting_key
-        assert t.posting_key == posting_key(1002, "run-1", t.financial_period, "1000002/2/L")
+        assert read_marker(model.description.value) == (t.posting_key, t.fingerprint)
+        assert t.posting_key == posting_key(1002, 2026, 3, 1, t.payroll_period, "1000002/2/L")
         assert {line.referenceNumber.value for line in model.journalTransactionLines} == {"NM2603R1"}
         assert t.debit_cents == t.credit_cents
     assert (january.is_correction, january.transaction_date) == (True, dt.date(2026, 1, 31))
@@ -108,7 +108,7 @@ def test_refused_run_raises_with_every_reason(reference) -> None:
     assert plan.refused and plan.transactions == ()
 
 
-def test_next_open_merges_a_moved_period_and_reports_it(check_payload) -> None:
+def test_next_open_moves_a_closed_period_under_its_own_key(check_payload) -> None:
     run = make_run(year=2025, period=7)
     lines = parse_journal_xml(
         journal_xml(
@@ -119,14 +119,19 @@ def test_next_open_merges_a_moved_period_and_reports_it(check_payload) -> None:
         )
     )
     mapping = make_mapping(closed_period_policy=ClosedPeriodPolicy.NEXT_OPEN)
-    (july,) = build_transactions(lines, run, mapping, demo_reference())
-    model = check_payload(july.payload)
-    assert (july.financial_period, july.moved_from, july.is_correction) == ("202507", ("202506",), False)
-    assert july.transaction_date == dt.date(2025, 7, 25)
-    assert "202506 booked in 202507" in july.note
-    assert "incl. 202506" in model.description.value
-    assert july.line_count == 4 and july.debit_cents == 1200
-    refused = plan_run(lines, run, make_mapping(), demo_reference())
+    june, july = build_transactions(lines, run, mapping, demo_reference())
+    model = check_payload(june.payload)
+    assert (june.payroll_period, june.financial_period, june.moved_from) == ("202506", "202507", ("202506",))
+    assert june.is_correction and not july.is_correction
+    assert june.transaction_date == july.transaction_date == dt.date(2025, 7, 25)  # inside July, the run's own
+    assert "202506 booked in 202507" in june.note
+    assert "correction 202506 booked in 202507" in model.description.value
+    assert (june.line_count, june.debit_cents, july.line_count, july.debit_cents) == (2, 200, 2, 1000)
+    # where the lines are booked never changes which journal they are
+    refusing = make_mapping()
+    assert june.posting_key == posting_key(1002, 2025, 7, 1, "202506", "1000002/2/L")
+    assert june.fingerprint != july.fingerprint
+    refused = plan_run(lines, run, refusing, demo_reference())
     assert {r.code for r in refused.refusals} == {"period_closed"}
 
 

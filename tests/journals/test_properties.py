@@ -89,8 +89,9 @@ def test_split_and_build_keep_every_cent_and_the_balance(check_payload, drawn) -
     # The payloads: posted per (period, account, segments, side) equals the payroll, to the cent.
     plan = plan_run(lines, run, mapping, reference)
     assert not plan.refused, plan.refusals
-    booked = [t.financial_period for t in plan.transactions]
-    assert booked == sorted(set(booked)) and set(booked) <= {moves.get(p, p) for p in journal}  # one per period
+    own = [t.payroll_period for t in plan.transactions]  # one per payroll period, booked where it moves
+    assert own == sorted(set(own)) and set(own) <= set(journal)
+    assert all(t.financial_period == moves.get(t.payroll_period, t.payroll_period) for t in plan.transactions)
     posted: Counter = Counter()
     for transaction in plan.transactions:
         model = check_payload(transaction.payload)

@@ -56,12 +56,14 @@ def test_next_open_moves_a_closed_period_and_says_so() -> None:
     refuse = split_by_period(lines, run, periods=periods)
     assert [j.period_id for j in refuse] == ["202505", "202506", "202508"]
     moved = split_by_period(lines, run, periods=periods, policy=ClosedPeriodPolicy.NEXT_OPEN)
-    assert [j.period_id for j in moved] == ["202507", "202508"]
-    july, august = moved
-    assert july.moved_from == ("202505", "202506")
-    assert "202505, 202506 booked in 202507" in july.note
-    assert july.is_correction and july.transaction_date == dt.date(2025, 7, 31)
-    assert len(july.lines) == 4 and not august.is_correction
+    # each payroll period stays its own journal (its identity), both moved into July, the first open period
+    assert [(j.payroll_period, j.period_id) for j in moved] == [("202505", "202507"), ("202506", "202507"),
+                                                                 ("202508", "202508")]  # fmt: skip
+    may, june, august = moved
+    assert (may.moved_from, june.moved_from, august.moved_from) == (("202505",), ("202506",), ())
+    assert "202505 booked in 202507" in may.note
+    assert may.is_correction and may.transaction_date == dt.date(2025, 7, 31)
+    assert len(may.lines) == 2 and len(june.lines) == 2 and not august.is_correction
 
 
 def test_period_helpers() -> None:

@@ -304,6 +304,7 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
         transaction, _ = validate_create(who.tenant, body)
         with world.lock:
             transaction.batch_number = f"{who.tenant.next_batch:06d}"
+            transaction.created_at = world.clock()
             who.tenant.next_batch += 1
             who.tenant.batches[transaction.batch_number] = transaction
         lost = world.take_lost_create()
@@ -357,11 +358,13 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
                 and (not status or tx.status == status)
                 and (not branch or tx.branch == branch)
                 and (since is None or tx.last_modified >= since)
+                and world.listed(tx)
             ]
         size = min(pageSize or world.max_page_size, world.max_page_size)
         if pageNumber < 1 or size < 1:
             raise VismaFault(400, "pageNumber and pageSize must be positive", "InvalidRequest")
-        return answer(request, list_page(who.tenant, batches, pageNumber, size, world.max_page_size))
+        page = list_page(who.tenant, batches, pageNumber, size, world.max_page_size, world.listing_pages)
+        return answer(request, page)
 
     @app.post("/v2/journaltransaction/{journalTransactionNumber}/action/release")
     async def release(request: Request, journalTransactionNumber: str, who: Caller = Depends(caller)):

@@ -1,6 +1,6 @@
 """Journal transactions in the emulator: validate a `JournalTransactionUpdateDto` the way Visma.net does,
-book it with exact Decimal amounts, and render `JournalTransactionDto`s, including the line-counting pages
-of `GET /v2/journaltransaction` (a batch may straddle two pages).
+book it with exact Decimal amounts, and render `JournalTransactionDto`s, including the pages of
+`GET /v2/journaltransaction`: counting lines (a batch may straddle two pages) or whole batches.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from nmbrs_visma.sandbox.visma_net.world import StoredLine, StoredTransaction, Tenant
+from nmbrs_visma.sandbox.visma_net.world import ListingPages, StoredLine, StoredTransaction, Tenant
 
 MAX_REFERENCE = 15
 CENT = Decimal("0.01")
@@ -254,11 +254,20 @@ def transaction_dto(
 
 
 def list_page(
-    tenant: Tenant, batches: list[StoredTransaction], page_number: int, page_size: int, max_page_size: int
+    tenant: Tenant,
+    batches: list[StoredTransaction],
+    page_number: int,
+    page_size: int,
+    max_page_size: int,
+    count: ListingPages = "lines",
 ) -> list[dict[str, Any]]:
-    """One page of the listing: pages count lines; a batch cut by a page boundary appears on both pages."""
-    rows = [(tx, line) for tx in batches for line in tx.lines]
+    """One page of the listing. `count="lines"`: pages count lines and a batch cut by a page boundary appears
+    on both pages; `count="batches"`: pages count whole batches. `metadata.totalCount` counts the same unit."""
     start = (page_number - 1) * page_size
+    if count == "batches":
+        metadata = {"totalCount": len(batches), "maxPageSize": max_page_size}
+        return [transaction_dto(tenant, tx, None, metadata) for tx in batches[start : start + page_size]]
+    rows = [(tx, line) for tx in batches for line in tx.lines]
     chosen = rows[start : start + page_size]
     metadata = {"totalCount": len(rows), "maxPageSize": max_page_size}
     page: list[dict[str, Any]] = []

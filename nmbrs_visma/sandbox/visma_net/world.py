@@ -35,6 +35,7 @@ DEMO_REDIRECT_URI = "http://127.0.0.1:8765/callback"  # loopback: any port is ac
 DEMO_USER = "payroll@bakkerij.example"
 
 LoseMode = Literal["502", "drop", "timeout"]
+ListingPages = Literal["lines", "batches"]
 
 
 @dataclass
@@ -76,6 +77,7 @@ class StoredTransaction:
     lines: list[StoredLine]
     last_modified: dt.datetime
     currency: str = "EUR"
+    created_at: float = 0.0  # world.clock() when booked (the listing's `listing_lag` counts from it)
 
     @property
     def debit_total(self) -> Decimal:
@@ -143,7 +145,16 @@ class RateBudget:
 
 
 class VismaWorld:
-    """All state of one emulator instance. Defaults are the real service's; tests shorten them."""
+    """All state of one emulator instance. Defaults are the real service's; tests shorten them.
+
+    Listing switches (`GET /v2/journaltransaction`; plain attributes, flip them at run time):
+
+    - `listing_pages`: what a page counts. "lines" (default): `pageSize` lines, a batch cut by a page boundary
+      shows on both pages, `metadata.totalCount` counts lines. "batches": `pageSize` whole batches, each with
+      all its lines, and `totalCount` counts batches.
+    - `listing_lag`: seconds after a create during which the new batch is missing from the listing (an
+      eventually consistent read); `GET /v2/journaltransaction/{number}` finds it at once. Default 0: no lag.
+    """
 
     def __init__(
         self,
@@ -155,6 +166,8 @@ class VismaWorld:
         rate_limit_per_window: int = 5000,
         rate_window_seconds: float = 3600.0,
         max_page_size: int = 1000,
+        listing_pages: ListingPages = "lines",
+        listing_lag: float = 0.0,
         post_on_release: bool = True,
         clock: Callable[[], float] = time.time,
         seed: int = 7,
@@ -172,6 +185,8 @@ class VismaWorld:
         self.rate_limit_per_window = rate_limit_per_window
         self.rate_window_seconds = rate_window_seconds
         self.max_page_size = max_page_size
+        self.listing_pages: ListingPages = listing_pages
+        self.listing_lag = listing_lag
         self.post_on_release = post_on_release
         self.faults = Faults()
         self.clock = clock
@@ -224,6 +239,12 @@ class VismaWorld:
     def add_client(self, client: OAuthClient) -> None:
         with self.lock:
             self.clients[client.client_id] = client
+
+    # -- listing --
+
+    def listed(self, tx: StoredTransaction) -> bool:
+        """Whether the listing shows a batch yet (`listing_lag` after its creation)."""
+        return self.listing_lag <= 0 or self.clock() - tx.created_at >= self.listing_lag
 
     # -- what tests inspect --
 
@@ -295,6 +316,7 @@ __all__ = [
     "SERVICE_SCOPES",
     "Faults",
     "Grant",
+    "ListingPages",
     "OAuthClient",
     "Received",
     "StoredLine",

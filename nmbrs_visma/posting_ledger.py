@@ -1,0 +1,423 @@
+"""The posting ledger: one SQL table of every posting's intent and outcome, shared by every worker.
+
+Why: Prefect's task cache is written only after success, and retries re-run side effects, so neither can stop
+a second journal transaction. This table can: a row per (posting key, content fingerprint) says what was
+attempted (`intent`, written just before the create), what is known (`sent` with its batch number, `rejected`,
+`lost`), who wrote it and when. Every worker that points at the same database sees every other's intents.
+
+Where: `NMBRS_VISMA_LEDGER_URL` (a SQLAlchemy URL; `postgresql://...` for workers on several machines), by
+default an embedded SQLite file in the Prefect home (`$PREFECT_HOME/nmbrs-visma/ledger.db`): nothing to set up.
+
+Mutual exclusion per key (`holding`), held from the look-up to the last outcome: on PostgreSQL, session
+advisory locks on the connection that reads and writes the keys' rows (the server drops them the moment that
+connection or its worker dies); on SQLite, which is one machine's database, kernel `flock`s beside the file
+(posting_lock.py), released the moment their holder dies. The Prefect server's lock per administration
+(tasks/posting.py) comes on top, for workers that share nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from nmbrs_visma.journals.money import from_cents, to_cents
+from nmbrs_visma.posting_lock import FlockLockManager
+
+logger = logging.getLogger(__name__)
+
+LEDGER_URL_ENV = "NMBRS_VISMA_LEDGER_URL"
+LOCK_TIMEOUT_ENV = "NMBRS_VISMA_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 900.0  # seconds a run waits for another run's posting of the same key
+_POLL_SECONDS = 0.05
+
+PostingKind = Literal["journal", "reversal"]
+
+
+class PostingState(StrEnum):
+    INTENT = "intent"  # a create is about to be (or was) sent; its outcome is not known
+    SENT = "sent"  # Visma.net holds the transaction (created by us, or found by its marker)
+    REJECTED = "rejected"  # Visma.net answered with a definite refusal: nothing was created
+    LOST = "lost"  # an intent whose transaction never showed in Visma.net within the settle time
+    REVERSED = "reversed"  # sent, then undone by a reversal (its own row, under its own key)
+
+
+class PostingEntry(BaseModel):
+    """One row of the ledger: one posting key's content, what happened to it, who wrote it and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    fingerprint: str
+    kind: PostingKind = "journal"
+    state: PostingState
+    company: int
+    reference: str = Field(description="the run's reference (referenceNumber)")
+    payroll_period: str = Field(description="YYYYPP the lines belong to")
+    period_id: str = Field(description="YYYYPP the transaction is booked in")
+    administration: str = Field(description="tenant/branch/ledger")
+    lines: int
+    debit: Decimal
+    credit: Decimal
+    batch_number: str | None = None
+    released: bool = False
+    reverses: str | None = Field(default=None, description="the batch a reversal reverses")
+    message: str = ""
+    holder: str = ""
+    flow_run_id: str | None = None
+    updated_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class LedgerUnavailable(RuntimeError):
+    """The posting ledger could not be read or written; nothing was decided or sent on it."""
+
+
+class LockTimeout(RuntimeError):
+    """Another run held a posting key longer than the lock timeout; nothing was decided for that key."""
+
+
+_metadata = sa.MetaData()
+POSTINGS = sa.Table(
+    "nmbrs_visma_postings",
+    _metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("company", sa.BigInteger, nullable=False),
+    sa.Column("reference", sa.String(64), nullable=False),
+    sa.Column("payroll_period", sa.String(6), nullable=False),
+    sa.Column("period_id", sa.String(6), nullable=False),
+    sa.Column("administration", sa.String(255), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("debit_cents", sa.BigInteger, nullable=False),
+    sa.Column("credit_cents", sa.BigInteger, nullable=False),
+    sa.Column("batch_number", sa.String(64)),
+    sa.Column("released", sa.Boolean, nullable=False),
+    sa.Column("reverses", sa.String(64)),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_nmbrs_visma_postings_company_period", "company", "payroll_period"),
+)
+_UPDATED = [c.name for c in POSTINGS.columns if c.name not in {"key", "fingerprint", "created_at"}]
+_SCHEMA_LOCK = 0x6E76_6C65_6467_6572  # "nvledger": serialises the first CREATE TABLE of concurrent workers
+
+
+def default_ledger_url() -> str:
+    if configured := os.environ.get(LEDGER_URL_ENV):
+        return configured
+    from prefect.settings import PREFECT_HOME
+
+    path = Path(PREFECT_HOME.value()).expanduser() / "nmbrs-visma" / "ledger.db"
+    return f"sqlite:///{path}"
+
+
+def _driver_url(url: str) -> sa.URL:
+    """The URL with a driver SQLAlchemy has here (`postgresql://` means psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _row(entry: PostingEntry, now: dt.datetime) -> dict[str, Any]:
+    data = entry.model_dump(exclude={"debit", "credit", "updated_at"})
+    data.update(
+        state=entry.state.value,
+        debit_cents=to_cents(entry.debit),
+        credit_cents=to_cents(entry.credit),
+        created_at=now,
+        updated_at=now,
+    )
+    return data
+
+
+def _entry(row: sa.Row[Any]) -> PostingEntry:
+    data = dict(row._mapping)
+    updated = data.pop("updated_at")
+    data.pop("created_at")
+    if updated.tzinfo is None:  # SQLite keeps no offset: the ledger writes UTC
+        updated = updated.replace(tzinfo=dt.UTC)
+    return PostingEntry(
+        **{name: value for name, value in data.items() if name not in {"debit_cents", "credit_cents"}},
+        debit=from_cents(data["debit_cents"]),
+        credit=from_cents(data["credit_cents"]),
+        updated_at=updated,
+    )
+
+
+def _advisory_id(key: str) -> int:
+    """A signed 64-bit lock id for a key (keys are hex digests already; hashed again for any text)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+_schema_lock = threading.Lock()
+
+
+def _engine(url: str, pool_size: int) -> Engine:
+    """One engine per URL and process (an engine is a pool: made once, shared by every run's threads)."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+        parsed = _driver_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                parsed,
+                connect_args={"check_same_thread": False, "timeout": 60},
+                pool_size=pool_size,
+                max_overflow=pool_size,
+            )
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(
+                parsed,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,  # a server restarted since the last run: reconnect, don't fail the first read
+                connect_args={"connect_timeout": 10},
+            )
+        _engines[url] = engine
+        return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for a writer; a writer waits up to a minute for another, never fails at once."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def holder_name() -> str:
+    """Who writes a row: the machine and process (a thread's own id is added for a lock holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PostingLedger:
+    """Read, write and lock posting keys in the ledger database. Thread-safe; one instance serves a whole run."""
+
+    def __init__(self, url: str | None = None, *, lock_timeout: float | None = None, pool_size: int = 20) -> None:
+        self.url = url or default_ledger_url()
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))  # float ok: seconds
+        self.lock_timeout = lock_timeout
+        self._engine = _engine(self.url, pool_size)
+        self._is_sqlite = self._engine.dialect.name == "sqlite"
+        self._flocks: FlockLockManager | None = None
+        if self._is_sqlite:
+            database = _driver_url(self.url).database or "ledger"
+            self._flocks = FlockLockManager(Path(f"{database}.locks"))
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"PostingLedger({self.describe()!r})"
+
+    def describe(self) -> str:
+        """The ledger's URL with any password hidden: for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # -- reading without locks ------------------------------------------------------------------------------
+
+    def entries(self, keys: Iterable[str]) -> dict[str, list[PostingEntry]]:
+        """Every row of `keys`, without waiting for a run that holds them: enough to skip a key already sent
+        (a sent row is final), not to decide anything else (use `holding`)."""
+        wanted = sorted(set(keys))
+        with self._connection() as connection:
+            return _select(connection, wanted)
+
+    def all_entries(self) -> list[PostingEntry]:
+        """Every row, for `nmbrs-visma status`."""
+        with self._connection() as connection:
+            rows = connection.execute(sa.select(POSTINGS).order_by(POSTINGS.c.company, POSTINGS.c.period_id))
+            found = [_entry(row) for row in rows]
+            connection.commit()
+        return found
+
+    # -- locking ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def holding(self, keys: Iterable[str]) -> Iterator[HeldKeys]:
+        """Lock every key (in sorted order, so two runs never deadlock) and yield their rows' reader and writer.
+
+        Raises `LockTimeout` when another run holds a key past the lock timeout, `LedgerUnavailable` when the
+        database cannot be reached: in both cases before anything is decided."""
+        names = sorted(set(keys))
+        holder = f"{holder_name()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+        with self._connection() as connection:
+            acquired: list[str] = []
+            try:
+                for name in names:
+                    self._lock(connection, name, holder)
+                    acquired.append(name)
+                yield HeldKeys(self, connection, names)
+            finally:
+                self._unlock(connection, reversed(acquired), holder)
+
+    def _lock(self, connection: Connection, key: str, holder: str) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        if self._flocks is not None:
+            if self._flocks.acquire_lock(key, holder, acquire_timeout=self.lock_timeout):
+                return
+        else:
+            statement = sa.text("SELECT pg_try_advisory_lock(:id)").bindparams(id=_advisory_id(key))
+            while True:
+                got = _guarded(self, lambda: connection.execute(statement).scalar_one())
+                _guarded(self, connection.commit)  # a session lock outlives the transaction; no snapshot held
+                if got:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_POLL_SECONDS)
+        raise LockTimeout(
+            f"posting key {key} stayed locked by another run for {self.lock_timeout:.0f}s; "
+            "nothing was sent for it, run again once that run has finished"
+        )
+
+    def _unlock(self, connection: Connection, keys: Iterable[str], holder: str) -> None:
+        if self._flocks is not None:
+            for key in keys:
+                self._flocks.release_lock(key, holder)
+            return
+        try:
+            connection.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+            connection.commit()
+        except SQLAlchemyError:  # the connection is gone, and its locks with it
+            connection.invalidate()
+
+    # -- connections -----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        try:
+            connection = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise self.unavailable(exc) from None
+        try:
+            if not self._ready:
+                self._create_table(connection)
+            yield connection
+        except SQLAlchemyError as exc:
+            raise self.unavailable(exc) from None
+        finally:
+            with suppress(SQLAlchemyError):
+                connection.close()
+
+    def _create_table(self, connection: Connection) -> None:
+        """The table, created on first use. Threads take turns; so do processes on PostgreSQL (an advisory lock);
+        a SQLite file's second creator finds the table made by the first and carries on."""
+        with _schema_lock:
+            if self._ready:
+                return
+            try:
+                if not self._is_sqlite:
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_SCHEMA_LOCK))
+                _metadata.create_all(connection, checkfirst=True)
+                connection.commit()
+            except SQLAlchemyError as exc:
+                connection.rollback()
+                if "already exists" not in str(exc):
+                    raise
+            self._ready = True
+
+    def unavailable(self, exc: BaseException) -> LedgerUnavailable:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+        return LedgerUnavailable(f"the posting ledger {self.describe()} cannot be reached ({reason})")
+
+
+class HeldKeys:
+    """The rows of locked keys: read them, write them (each write its own transaction, committed at once)."""
+
+    def __init__(self, ledger: PostingLedger, connection: Connection, keys: Sequence[str]) -> None:
+        self._ledger = ledger
+        self._connection = connection
+        self.keys = tuple(keys)
+
+    def entries(self) -> dict[str, list[PostingEntry]]:
+        return self.entries_of(self.keys)
+
+    def entries_of(self, keys: Sequence[str]) -> dict[str, list[PostingEntry]]:
+        """Rows of `keys` (the locked ones, or keys decided under them, such as their reversals')."""
+        return _guarded(self._ledger, lambda: _select(self._connection, sorted(set(keys))))
+
+    def mark_reversed(self, key: str, fingerprint: str, *, by: str) -> None:
+        """Record that the content `fingerprint` sent under `key` is undone by the reversal batch `by`."""
+        update = (
+            sa.update(POSTINGS)
+            .where(POSTINGS.c.key == key, POSTINGS.c.fingerprint == fingerprint)
+            .values(state=PostingState.REVERSED.value, message=f"reversed by batch {by}", updated_at=_now())
+        )
+        _guarded(self._ledger, lambda: _execute(self._connection, update))
+
+    def put(self, *entries: PostingEntry) -> None:
+        """Write `entries` in one transaction (all or none); raises `LedgerUnavailable` when that fails."""
+        if entries:
+            _guarded(self._ledger, lambda: _upsert(self._connection, entries))
+
+
+def _guarded(ledger: PostingLedger, action: Any) -> Any:
+    try:
+        return action()
+    except SQLAlchemyError as exc:
+        raise ledger.unavailable(exc) from None
+
+
+def _select(connection: Connection, keys: list[str]) -> dict[str, list[PostingEntry]]:
+    found: dict[str, list[PostingEntry]] = defaultdict(list)
+    for start in range(0, len(keys), 500):  # well inside every database's limit of bound parameters
+        chunk = keys[start : start + 500]
+        for row in connection.execute(sa.select(POSTINGS).where(POSTINGS.c.key.in_(chunk))):
+            entry = _entry(row)
+            found[entry.key].append(entry)
+    connection.commit()
+    return dict(found)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _upsert(connection: Connection, entries: Sequence[PostingEntry]) -> None:
+    now = _now()
+    rows = [_row(entry, now) for entry in entries]
+    insert = (sqlite if connection.dialect.name == "sqlite" else postgresql).insert(POSTINGS).values(rows)
+    statement = insert.on_conflict_do_update(
+        index_elements=["key", "fingerprint"], set_={name: insert.excluded[name] for name in _UPDATED}
+    )
+    _execute(connection, statement)
+
+
+def _execute(connection: Connection, statement: sa.Executable) -> None:
+    try:
+        connection.execute(statement)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
