@@ -210,9 +210,9 @@ def _engine(url: str, pool_size: int) -> Engine:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     """WAL: readers never wait for a writer; a writer waits up to a minute for another, never fails at once."""
     cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=60000")  # first: switching to WAL waits for other connections too
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
 
 
@@ -324,7 +324,7 @@ class PostingLedger:
             if not self._ready:
                 self._create_table(connection)
             yield connection
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OverflowError) as exc:
             raise self.unavailable(exc) from None
         finally:
             with suppress(SQLAlchemyError):
@@ -348,8 +348,12 @@ class PostingLedger:
             self._ready = True
 
     def unavailable(self, exc: BaseException) -> LedgerUnavailable:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-        return LedgerUnavailable(f"the posting ledger {self.describe()} cannot be reached ({reason})")
+        """The error to report: the ledger named (password hidden), and whether it was out of reach or refused."""
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        unreachable = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+        what = "cannot be reached" if unreachable else "refused the operation"
+        return LedgerUnavailable(f"the posting ledger {self.describe()} {what} ({reason})")
 
 
 class HeldKeys:
@@ -385,7 +389,7 @@ class HeldKeys:
 def _guarded(ledger: PostingLedger, action: Any) -> Any:
     try:
         return action()
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OverflowError) as exc:  # OverflowError: a number SQLite's driver cannot bind
         raise ledger.unavailable(exc) from None
 
 
@@ -406,7 +410,8 @@ def _now() -> dt.datetime:
 
 def _upsert(connection: Connection, entries: Sequence[PostingEntry]) -> None:
     now = _now()
-    rows = [_row(entry, now) for entry in entries]
+    last = {(entry.key, entry.fingerprint): entry for entry in entries}  # one row once per statement (PostgreSQL)
+    rows = [_row(entry, now) for entry in last.values()]
     insert = (sqlite if connection.dialect.name == "sqlite" else postgresql).insert(POSTINGS).values(rows)
     statement = insert.on_conflict_do_update(
         index_elements=["key", "fingerprint"], set_={name: insert.excluded[name] for name in _UPDATED}
