@@ -80,6 +80,7 @@ def journal_run(lines: pd.DataFrame, *, source: str, company_number: int, info: 
         company_name=info.company_name,
         run_id=info.run_id or file_run_id(company_number, year, period, info.run_number),
         run_number=info.run_number,
+        sequence=info.run_number,
         year=year,
         period_start=period,
         period_end=period,

@@ -245,10 +245,10 @@ def _transaction(
     target = target_period(source, reference.periods, mapping.closed_period_policy)
     moved = (source,) if source != target else ()
     date = booking_date(target, run, lines.date[block], reference.periods)
-    key = posting_key(run.company_number, run.year, run.period_end, run.run_number, source, administration)
+    key = posting_key(run.company_number, run.year, run.period_end, run.sequence, source, administration)
     content = fingerprint(run.company_number, source, lines.contents[lines.start[block] : lines.end[block]])
     is_correction = source not in own
-    label = f"Payroll {run.year}/{run.period_end:02d} run {run.run_number} company {run.company_number}"
+    label = f"Payroll {run.year}/{run.period_end:02d} run {run.sequence} company {run.company_number}"
     if is_correction:
         label += f" correction {source}"
     if moved:

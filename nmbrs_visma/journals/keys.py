@@ -60,7 +60,8 @@ def posting_key(
     company_number: int, year: int, run_period: int, run_number: int, payroll_period: str, administration: str
 ) -> str:
     """The identity of one run's lines of one payroll period in one administration; stable across processes,
-    machines and versions of Python (sha256 over the length-prefixed parts)."""
+    machines and versions of Python (sha256 over the length-prefixed parts). `run_number` is the run's place
+    among the runs of its period (`PayrollRun.sequence`), which the API and a journal file both know."""
     if not _PERIOD.fullmatch(payroll_period):
         raise ValueError(f"payroll period {payroll_period!r} is not YYYYPP")
     parts = [KEY_VERSION, str(int(company_number)), str(int(year)), str(int(run_period)), str(int(run_number))]

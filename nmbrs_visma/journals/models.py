@@ -30,11 +30,15 @@ class PayrollRun(_Model):
     period_end: int = Field(ge=1, le=53, description="last payroll period of the run")
     description: str = ""
     locked: bool = False
+    sequence: int = Field(
+        default=1, ge=1, description="the run's place among the runs of its payroll period: 1 for the first"
+    )
 
     @property
     def reference(self) -> str:
-        """The run's reference, identical on every line of every period's transaction (max 15 chars)."""
-        return f"NM{self.year % 100:02d}{self.period_end:02d}R{self.run_number}"[:15]
+        """The run's reference, identical on every line of every period's transaction (max 15 chars): its year,
+        period and place in the period, the same from the API and from a journal file (`--run`)."""
+        return f"NM{self.year % 100:02d}{self.period_end:02d}R{self.sequence}"[:15]
 
 
 class DimensionSetting(_Model):

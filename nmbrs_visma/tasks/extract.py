@@ -49,9 +49,11 @@ class CompanyJournals:
 
 
 def runs_of_period(runs: list[PayrollRun], period: PayrollPeriod) -> list[PayrollRun]:
-    """The runs whose (last) payroll period is the month asked for, in run order."""
+    """The runs whose (last) payroll period is the month asked for, in run order, each with its place in the
+    period (`sequence`): Nmbrs numbers runs through the year, a journal file names its run within the period."""
     chosen = [run for run in runs if run.year == period.year and run.period_end == period.month]
-    return sorted(chosen, key=lambda run: run.run_number)
+    ordered = sorted(chosen, key=lambda run: run.run_number)
+    return [run.model_copy(update={"sequence": place}) for place, run in enumerate(ordered, start=1)]
 
 
 @task(name="find-nmbrs-companies", task_run_name="find-nmbrs-companies-{account}", cache_policy=NO_CACHE, retries=1)
