@@ -299,22 +299,13 @@ class AdministrationPoster:
         booked = _booked(posting.key, rows, listed)
         undone = {fp for fp in booked if _reversal(posting.key, fp, reversals, listed) is not None}
         live = {fp: b for fp, b in booked.items() if fp not in undone}
-        now = self.clock()
-        for entry in rows:  # intents the listing does not show: too young to tell (pending), or lost
-            if entry.state is not PostingState.INTENT or entry.fingerprint in booked:
-                continue
-            settled_at = entry.updated_at + dt.timedelta(seconds=self.settle)
-            if now < settled_at:
-                when = settled_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                reason = (
-                    f"an earlier create of this journal ({entry.holder}, {entry.updated_at:%H:%M:%S} UTC) has no "
-                    f"known outcome and Visma.net does not list it yet; not sent again: it is looked up again from "
-                    f"{when} (the settle time) and posted only if still absent"
-                )
-                decision.rows.append(posting.row(Status.PENDING, reason=reason))
-                return decision
-            lost = "not listed by Visma.net within the settle time after its create; treated as not booked"
-            decision.writes.append(entry.model_copy(update={"state": PostingState.LOST, "message": lost}))
+        waiting, lost = self._unanswered(
+            [e for e in rows if e.fingerprint not in booked], "create of this journal", "posted only if still absent"
+        )
+        decision.writes.extend(lost)
+        if waiting is not None:
+            decision.rows.append(posting.row(Status.PENDING, reason=waiting))
+            return decision
         for fingerprint, found in booked.items():  # the ledger learns what Visma.net holds
             if not any(e.fingerprint == fingerprint and e.state is PostingState.SENT for e in rows):
                 adopted = posting if fingerprint == posting.fingerprint else replace(posting, fingerprint=fingerprint)
@@ -361,23 +352,39 @@ class AdministrationPoster:
             )
             decision.rows.append(posting.row(Status.CHANGED, batch_number=old.batch_number, reason=reason))
             return decision
-        for entry in reversals.get(reversal_key(posting.key, old_fingerprint), []):  # a reversal that never answered
+        waiting, lost = self._unanswered(  # a reversal that never answered: the live batch may be undone already
+            reversals.get(reversal_key(posting.key, old_fingerprint), []),
+            f"reversal of batch {old.batch_number}",
+            "reversed and reposted only if still absent",
+        )
+        decision.writes.extend(lost)
+        if waiting is not None:
+            decision.rows.append(posting.row(Status.PENDING, batch_number=old.batch_number, reason=waiting))
+            return decision
+        decision.creates.extend([self._reversal_posting(posting, old_fingerprint, old), posting])
+        return decision
+
+    def _unanswered(
+        self, entries: Sequence[PostingEntry], what: str, then: str
+    ) -> tuple[str | None, list[PostingEntry]]:
+        """Intents Visma.net does not list: the reason to wait while one is younger than the settle time (a
+        lagging listing), else those rows marked lost (their create never booked)."""
+        now = self.clock()
+        lost: list[PostingEntry] = []
+        for entry in entries:
             if entry.state is not PostingState.INTENT:
                 continue
             settled_at = entry.updated_at + dt.timedelta(seconds=self.settle)
             if now < settled_at:
                 when = settled_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                reason = (
-                    f"an earlier reversal of batch {old.batch_number} ({entry.holder}, {entry.updated_at:%H:%M:%S} "
-                    f"UTC) has no known outcome and Visma.net does not list it yet; not sent again: it is looked up "
-                    f"again from {when} (the settle time), and reversed and reposted only if still absent"
-                )
-                decision.rows.append(posting.row(Status.PENDING, batch_number=old.batch_number, reason=reason))
-                return decision
-            lost = "not listed by Visma.net within the settle time after its create; treated as not booked"
-            decision.writes.append(entry.model_copy(update={"state": PostingState.LOST, "message": lost}))
-        decision.creates.extend([self._reversal_posting(posting, old_fingerprint, old), posting])
-        return decision
+                return (
+                    f"an earlier {what} ({entry.holder}, {entry.updated_at:%H:%M:%S} UTC) has no known outcome and "
+                    f"Visma.net does not list it yet; not sent again: it is looked up again from {when} (the settle "
+                    f"time), and {then}"
+                ), []
+            message = "not listed by Visma.net within the settle time after its create; treated as not booked"
+            lost.append(entry.model_copy(update={"state": PostingState.LOST, "message": message}))
+        return None, lost
 
     def _reversal_posting(self, posting: Posting, fingerprint: str, old: Booked) -> Posting:
         """The reversal of the live batch `old` as a posting; built when its turn comes (`_run_creates`)."""
