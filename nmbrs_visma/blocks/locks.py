@@ -2,7 +2,11 @@
 
 The per-account token lock, and the per-administration posting lock (`server_lock`, tasks/posting.py), which
 keeps workers that share only the Prefect server from looking up and creating one administration's journals
-at the same time.
+at the same time. `server_lock` goes through one lease broker per process (one thread, one client): requests
+that arrive together share one lease call (the server grants all of a call's limits or none), and a busy
+server is asked again within milliseconds. Why: on a Prefect server on SQLite every lease call is a write that
+contends with the server's own, and two calls per administration, each at risk of the client's 2 s back-off
+after a 503, made this lock the run's bottleneck (docs/reliability.md, benchmark).
 
 Why: a refresh token is rotated on use and `Block.save(overwrite=True)` is last-writer-wins, so two runs
 (or workers) refreshing one account at once would lose a token pair. Every refresh of a rotating account
@@ -12,10 +16,17 @@ Why: a refresh token is rotated on use and `Block.save(overwrite=True)` is last-
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import os
+import queue
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -26,9 +37,14 @@ from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, Conc
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+logger = logging.getLogger(__name__)
+
 LOCK_TIMEOUT_SECONDS = 120.0
 LOCK_LEASE_SECONDS = 60.0  # the Prefect server's shortest lease: how long a dead holder can keep a lock
-_server_calls = threading.Lock()  # one lease call at a time per process: concurrent ones contend in the server's DB
+RENEW_EVERY_SECONDS = LOCK_LEASE_SECONDS / 3  # a live lease is renewed well inside its duration
+RETRY_AT_MOST_SECONDS = 1.0  # a lock held elsewhere is asked for again at least this often
+BUSY_RETRY_SECONDS = 0.05  # first wait after the server was busy (503 and the like), doubled up to a second
+BUSY_STATUSES = frozenset({408, 429, 502, 503})  # the server did nothing: ask again
 LOCK_PREFIX = "nmbrs-visma-token-"
 
 
@@ -72,56 +88,288 @@ def server_lock(name: str, *, timeout_seconds: float) -> Iterator[None]:
     Raises `AcquireConcurrencySlotTimeoutError` after `timeout_seconds`, `ConcurrencySlotAcquisitionError` when
     the server cannot grant it: before the block runs, in both cases.
 
-    Through the client's lease calls rather than `concurrency()`: two requests per hold (acquire, release), no
-    events and no renewal thread unless the hold outlasts a third of its lease. The slot is a lease; a holder
-    that dies (SIGKILL, a lost machine) keeps it until the lease lapses (`LOCK_LEASE_SECONDS`, the server's
-    minimum) and the server takes it back."""
-    with get_client(sync_client=True) as client:
-        lease_id = _acquire(client, name, timeout_seconds)
-        renewed = threading.Event()
-        renewer = threading.Thread(target=_renew, args=(client, lease_id, renewed), daemon=True, name=f"lease-{name}")
-        renewer.start()
+    The slot is a lease, renewed while held; a holder that dies (SIGKILL, a lost machine) keeps it until the
+    lease lapses (`LOCK_LEASE_SECONDS`, the server's minimum) and the server takes it back. A lease granted
+    for several names together is released when the last of them is done, so a lock can outlast its block
+    by as long as its neighbours' blocks run."""
+    deadline = time.monotonic() + timeout_seconds
+    local = _local_lock(name)  # one holder per name in this process: the server sees each name once
+    if not local.acquire(timeout=max(0.0, timeout_seconds)):
+        raise AcquireConcurrencySlotTimeoutError(
+            f"Attempt to acquire concurrency slots timed out after {timeout_seconds} second(s)"
+        )
+    try:
+        broker = _broker()
+        lease = broker.acquire(name, deadline, timeout_seconds)
         try:
             yield
         finally:
-            renewed.set()
-            renewer.join()
-            with suppress(Exception), _server_calls:  # a release that fails lapses with its lease
-                client.release_concurrency_slots_with_lease(lease_id)
+            broker.release(lease)
+    finally:
+        local.release()
 
 
-def _acquire(client: SyncPrefectClient, name: str, timeout_seconds: float) -> UUID:
-    deadline = time.monotonic() + timeout_seconds
-    created = False
-    while True:
+_local_locks: dict[str, threading.Lock] = {}
+_brokers: dict[tuple[int, str], _LeaseBroker] = {}
+_registry = threading.Lock()
+
+
+def _local_lock(name: str) -> threading.Lock:
+    with _registry:
+        return _local_locks.setdefault(name, threading.Lock())
+
+
+def _broker() -> _LeaseBroker:
+    """This process's broker for the Prefect API in the current settings (a test can switch servers)."""
+    from prefect.settings import PREFECT_API_URL
+
+    key = (os.getpid(), str(PREFECT_API_URL.value() or ""))
+    with _registry:
+        broker = _brokers.get(key)
+        if broker is None:
+            broker = _brokers[key] = _LeaseBroker(contextvars.copy_context())
+        return broker
+
+
+@dataclass(eq=False)
+class _Lease:
+    """A lease of the server's, shared by the names granted in one call; released when none holds it."""
+
+    lease_id: UUID
+    holders: int
+    renewed: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class _Request:
+    name: str
+    deadline: float
+    timeout_seconds: float
+    done: threading.Event = field(default_factory=threading.Event)
+    lease: _Lease | None = None
+    error: BaseException | None = None
+    not_before: float = 0.0  # held elsewhere: asked for again from then
+    alone: bool = False  # refused within a group: asked for on its own, so the others are not held up
+    created: bool = False  # the limit was missing once and has been created
+    busy: int = 0  # calls the server could not answer so far
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+@dataclass(eq=False)
+class _Release:
+    lease: _Lease
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _LeaseBroker:
+    """Makes every lease call of one process from one thread, with one client: acquisitions that arrive
+    together go in one call, leases are renewed while held, and released when their last holder is done."""
+
+    def __init__(self, context: contextvars.Context) -> None:
+        self._inbox: queue.SimpleQueue[_Request | _Release] = queue.SimpleQueue()
+        self._waiting: list[_Request] = []  # refused for now: asked for again at `not_before`
+        self._leases: set[_Lease] = set()
+        self._counts = threading.Lock()
+        thread = threading.Thread(target=context.run, args=(self._run,), daemon=True, name="nmbrs-visma-leases")
+        thread.start()
+
+    def acquire(self, name: str, deadline: float, timeout_seconds: float) -> _Lease:
+        request = _Request(name, deadline, timeout_seconds)
+        self._inbox.put(request)
+        if not request.done.wait(timeout_seconds + LOCK_LEASE_SECONDS):  # the broker's thread is gone
+            raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[name]!r}: no answer")
+        if request.error is not None:
+            raise request.error
+        assert request.lease is not None
+        return request.lease
+
+    def release(self, lease: _Lease) -> None:
+        with self._counts:
+            lease.holders -= 1
+            last = lease.holders == 0
+        if last:
+            release = _Release(lease)
+            self._inbox.put(release)
+            release.done.wait(LOCK_LEASE_SECONDS)  # a release that fails lapses with its lease
+
+    # -- the broker's thread --
+
+    def _run(self) -> None:
+        with get_client(sync_client=True) as client:
+            calls = _LeaseCalls(client)
+            while True:
+                self._step(calls)
+
+    def _step(self, client: _LeaseCalls) -> None:
+        now = time.monotonic()
+        wakes = [r.not_before for r in self._waiting] + [lease.renewed + RENEW_EVERY_SECONDS for lease in self._leases]
         try:
-            with _server_calls:
-                response = client.increment_concurrency_slots_with_lease(
-                    names=[name], slots=1, mode="concurrency", lease_duration=LOCK_LEASE_SECONDS
-                )
+            first = self._inbox.get(timeout=max(0.0, min(wakes) - now) if wakes else None)
+        except queue.Empty:
+            first = None
+        arrived = [first] if first is not None else []
+        with suppress(queue.Empty):
+            while True:
+                arrived.append(self._inbox.get_nowait())
+        for item in arrived:
+            if isinstance(item, _Release):
+                self._release(client, item)
+            else:
+                self._waiting.append(item)
+        now = time.monotonic()
+        ready = [r for r in self._waiting if r.not_before <= now]
+        self._waiting = [r for r in self._waiting if r.not_before > now]
+        try:
+            if together := [r for r in ready if not r.alone]:
+                self._grant(client, together)
+            for request in (r for r in ready if r.alone):
+                self._grant(client, [request])
+        except Exception as exc:  # never leave a caller waiting on a broker that stopped answering
+            logger.exception("the lease broker failed; the lock requests in hand are refused")
+            for request in ready:
+                if not request.done.is_set() and request not in self._waiting:
+                    request.fail(ConcurrencySlotAcquisitionError(f"Unable to acquire {request.name!r}: {exc}"))
+        self._renew(client)
+
+    def _grant(self, client: _LeaseCalls, requests: list[_Request]) -> None:
+        names = [r.name for r in requests]
+        try:
+            body = client.increment(names)
         except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in BUSY_STATUSES:
+                self._busy(requests)
+                return
             if exc.response.status_code != 423:
-                raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[name]!r}") from exc
+                for request in requests:
+                    request.fail(
+                        ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[request.name]!r}")
+                    )
+                return
             wait = float(exc.response.headers.get("Retry-After") or 1)  # float ok: seconds
-            if time.monotonic() + min(wait, 1.0) > deadline:
-                raise AcquireConcurrencySlotTimeoutError(
-                    f"Attempt to acquire concurrency slots timed out after {timeout_seconds} second(s)"
-                ) from None
-            time.sleep(min(wait, 1.0, max(0.05, deadline - time.monotonic())))
-            continue
+            self._held_elsewhere(requests, min(wait, RETRY_AT_MOST_SECONDS))
+            return
+        except httpx.TransportError:
+            self._busy(requests)
+            return
         except httpx.HTTPError as exc:
-            raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[name]!r}: {exc}") from exc
-        body = response.json()
-        if body.get("limits"):
-            return UUID(body["lease_id"])
-        if created:
-            raise ConcurrencySlotAcquisitionError(f"Concurrency limit {name!r} could not be created")
-        with _server_calls:
-            ensure_lock(name)
-        created = True
+            for request in requests:
+                request.fail(
+                    ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[request.name]!r}: {exc}")
+                )
+            return
+        granted = {limit["name"] for limit in body.get("limits", [])}
+        missing = [r for r in requests if r.name not in granted]
+        lease = _Lease(UUID(body["lease_id"]), holders=len(requests) - len(missing)) if granted else None
+        for request in requests:
+            if request.name in granted:
+                request.lease = lease
+                request.done.set()
+        if lease is not None:
+            self._leases.add(lease)
+        for request in missing:  # no such limit yet: create it, then ask again
+            if request.created:
+                request.fail(
+                    ConcurrencySlotAcquisitionError(f"Concurrency limit {request.name!r} could not be created")
+                )
+                continue
+            try:
+                _patiently(lambda name=request.name: ensure_lock(name))
+            except Exception as exc:  # the server refused or could not be reached
+                request.fail(
+                    ConcurrencySlotAcquisitionError(f"Concurrency limit {request.name!r} could not be created: {exc}")
+                )
+                continue
+            request.created = True
+            self._waiting.append(request)
+
+    def _busy(self, requests: list[_Request]) -> None:
+        """The server did not answer the call (busy, or out of reach for a moment): ask again soon, with the
+        same requests and whatever arrives meanwhile, until a request's deadline."""
+        now = time.monotonic()
+        for request in requests:
+            request.busy += 1
+            wait = min(BUSY_RETRY_SECONDS * 2 ** (request.busy - 1), 1.0) * random.uniform(0.5, 1.0)
+            if now + wait > request.deadline:
+                request.fail(ConcurrencySlotAcquisitionError(f"Unable to acquire {request.name!r}: the server is busy"))
+            else:
+                request.not_before = now + wait
+                self._waiting.append(request)
+
+    def _held_elsewhere(self, requests: list[_Request], wait: float) -> None:
+        """Refused: one of the names is held by another worker. Alone, a request waits and asks again; in a
+        group, each is asked for on its own next, so one busy name does not hold up the others."""
+        now = time.monotonic()
+        for request in requests:
+            if len(requests) > 1:
+                request.alone = True
+                self._waiting.append(request)
+            elif now + wait > request.deadline:
+                request.fail(
+                    AcquireConcurrencySlotTimeoutError(
+                        f"Attempt to acquire concurrency slots timed out after {request.timeout_seconds} second(s)"
+                    )
+                )
+            else:
+                request.not_before = now + wait
+                self._waiting.append(request)
+
+    def _release(self, client: _LeaseCalls, release: _Release) -> None:
+        self._leases.discard(release.lease)
+        with suppress(Exception):  # a release that fails lapses with its lease
+            _patiently(lambda: client.release(release.lease.lease_id))
+        release.done.set()
+
+    def _renew(self, client: _LeaseCalls) -> None:
+        now = time.monotonic()
+        for lease in list(self._leases):
+            if now - lease.renewed >= RENEW_EVERY_SECONDS:
+                with suppress(Exception):  # a missed renewal is retried on the next tick, well inside the lease
+                    _patiently(lambda lease=lease: client.renew(lease.lease_id))
+                lease.renewed = now
 
 
-def _renew(client: SyncPrefectClient, lease_id: UUID, done: threading.Event) -> None:
-    while not done.wait(LOCK_LEASE_SECONDS / 3):
-        with suppress(Exception):  # a missed renewal is retried on the next tick, well inside the lease
-            client.renew_concurrency_lease(lease_id, lease_duration=LOCK_LEASE_SECONDS)
+class _LeaseCalls:
+    """The three lease calls, each sent once. Not through the client's methods: its `send` answers a 503 by
+    sleeping 2 s and more before the next try (and even after the last one), and a Prefect server on SQLite
+    answers 503 whenever a write meets another (SQLITE_BUSY_SNAPSHOT), which would hold up every lock of the
+    process; the broker asks again within milliseconds instead. The request is built and sent by the client's
+    own httpx client (its base URL, authentication and CSRF token), only without that retry loop."""
+
+    def __init__(self, client: SyncPrefectClient) -> None:
+        self._http = client._client
+
+    def _post(self, path: str, body: dict[str, object]) -> httpx.Response:
+        request = self._http.build_request("POST", path, json=body)
+        if self._http.enable_csrf_support:
+            self._http._add_csrf_headers(request)
+        response = httpx.Client.send(self._http, request)
+        response.raise_for_status()
+        return response
+
+    def increment(self, names: list[str]) -> dict[str, Any]:
+        body = {"names": names, "slots": 1, "mode": "concurrency", "lease_duration": LOCK_LEASE_SECONDS}
+        return self._post("/v2/concurrency_limits/increment-with-lease", body).json()
+
+    def release(self, lease_id: UUID) -> None:
+        self._post("/v2/concurrency_limits/decrement-with-lease", {"lease_id": str(lease_id)})
+
+    def renew(self, lease_id: UUID) -> None:
+        self._post(f"/v2/concurrency_limits/leases/{lease_id}/renew", {"lease_duration": LOCK_LEASE_SECONDS})
+
+
+def _patiently(call: Callable[[], object], attempts: int = 8) -> None:
+    """`call`, asked again quickly while the server is busy (see `_LeaseBroker._run`)."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in BUSY_STATUSES or attempt == attempts - 1:
+                raise
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+        time.sleep(min(BUSY_RETRY_SECONDS * 2**attempt, 1.0) * random.uniform(0.5, 1.0))
