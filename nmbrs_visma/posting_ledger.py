@@ -21,13 +21,15 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import random
 import socket
+import sqlite3
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -47,7 +49,6 @@ logger = logging.getLogger(__name__)
 LEDGER_URL_ENV = "NMBRS_VISMA_LEDGER_URL"
 LOCK_TIMEOUT_ENV = "NMBRS_VISMA_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # seconds a run waits for another run's posting of the same key
-_POLL_SECONDS = 0.05
 
 PostingKind = Literal["journal", "reversal"]
 
@@ -174,6 +175,15 @@ def _advisory_id(key: str) -> int:
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+_write_locks: dict[str, threading.Lock] = {}
+
+
+def _engine_write_lock(url: str) -> threading.Lock:
+    """One lock per SQLite ledger URL and process, shared by every `PostingLedger` on it."""
+    with _engines_lock:
+        return _write_locks.setdefault(url, threading.Lock())
+
+
 _schema_lock = threading.Lock()
 
 
@@ -202,6 +212,9 @@ def _engine(url: str, pool_size: int) -> Engine:
                 max_overflow=pool_size,
                 pool_pre_ping=True,  # a server restarted since the last run: reconnect, don't fail the first read
                 connect_args={"connect_timeout": 10},
+                # every read and write is one statement (a multi-row upsert is atomic by itself): no BEGIN and
+                # COMMIT round trips around each
+                isolation_level="AUTOCOMMIT",
             )
         _engines[url] = engine
         return engine
@@ -210,8 +223,15 @@ def _engine(url: str, pool_size: int) -> Engine:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     """WAL: readers never wait for a writer; a writer waits up to a minute for another, never fails at once."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=60000")  # first: switching to WAL waits for other connections too
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    deadline = time.monotonic() + 60
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":  # kept in the file once set
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:  # processes opening a new file at once: the switch does not wait
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.05))
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -232,6 +252,12 @@ class PostingLedger:
         self._engine = _engine(self.url, pool_size)
         self._is_sqlite = self._engine.dialect.name == "sqlite"
         self._flocks: FlockLockManager | None = None
+        # SQLite has one writer: this process's threads queue here, handed over at once, instead of in SQLite's
+        # busy handler, which sleeps in growing steps (1, 2, 5 ... 100 ms) between tries (other processes
+        # still wait there). PostgreSQL writes rows side by side.
+        self._writes: AbstractContextManager[object] = (
+            _engine_write_lock(self.url) if self._is_sqlite else nullcontext()
+        )
         if self._is_sqlite:
             database = _driver_url(self.url).database or "ledger"
             self._flocks = FlockLockManager(Path(f"{database}.locks"))
@@ -273,31 +299,56 @@ class PostingLedger:
         holder = f"{holder_name()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
         with self._connection() as connection:
             acquired: list[str] = []
+            held = HeldKeys(self, connection, names)
             try:
-                for name in names:
-                    self._lock(connection, name, holder)
-                    acquired.append(name)
-                yield HeldKeys(self, connection, names)
+                if self._flocks is None:
+                    self._lock_all(connection, names)
+                    acquired = names
+                else:
+                    for name in names:
+                        self._lock(connection, name, holder)
+                        acquired.append(name)
+                yield held
             finally:
+                if acquired and held.unwritten:  # before the locks go: another run decides on these rows
+                    try:
+                        held.flush()
+                    except LedgerUnavailable as exc:
+                        keys = sorted({entry.key for entry in held.unwritten})
+                        logger.warning("outcomes of %s not recorded (%s); the next run looks them up", keys, exc)
                 self._unlock(connection, reversed(acquired), holder)
 
     def _lock(self, connection: Connection, key: str, holder: str) -> None:
-        deadline = time.monotonic() + self.lock_timeout
-        if self._flocks is not None:
-            if self._flocks.acquire_lock(key, holder, acquire_timeout=self.lock_timeout):
-                return
-        else:
-            statement = sa.text("SELECT pg_try_advisory_lock(:id)").bindparams(id=_advisory_id(key))
-            while True:
-                got = _guarded(self, lambda: connection.execute(statement).scalar_one())
-                _guarded(self, connection.commit)  # a session lock outlives the transaction; no snapshot held
-                if got:
-                    return
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(_POLL_SECONDS)
-        raise LockTimeout(
-            f"posting key {key} stayed locked by another run for {self.lock_timeout:.0f}s; "
+        assert self._flocks is not None
+        if not self._flocks.acquire_lock(key, holder, acquire_timeout=self.lock_timeout):
+            raise self._timeout([key])
+
+    def _lock_all(self, connection: Connection, keys: Sequence[str]) -> None:
+        """PostgreSQL: every key's session advisory lock in one statement, left to right in sorted order (so two
+        runs never deadlock), each waiting at most the lock timeout (`lock_timeout` applies to advisory locks).
+        Locks taken before a time-out stay with the session until `_unlock` lets them all go."""
+        if not keys:
+            return
+        calls = ", ".join(f"pg_advisory_lock(:k{number})" for number in range(len(keys)))
+        statement = sa.text(f"SELECT set_config('lock_timeout', :wait, true), {calls}").bindparams(
+            wait=f"{max(1, round(self.lock_timeout * 1000))}ms",
+            **{f"k{number}": _advisory_id(key) for number, key in enumerate(keys)},
+        )
+        try:
+            connection.execute(statement)
+            connection.commit()  # a session lock outlives the transaction; no snapshot held
+        except sa.exc.OperationalError as exc:
+            connection.rollback()
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available: the wait timed out
+                raise self._timeout(keys) from None
+            raise self.unavailable(exc) from None
+        except SQLAlchemyError as exc:
+            raise self.unavailable(exc) from None
+
+    def _timeout(self, keys: Sequence[str]) -> LockTimeout:
+        which = f"posting key {keys[0]}" if len(keys) == 1 else f"one of posting keys {', '.join(keys)}"
+        return LockTimeout(
+            f"{which} stayed locked by another run for {self.lock_timeout:.0f}s; "
             "nothing was sent for it, run again once that run has finished"
         )
 
@@ -337,10 +388,17 @@ class PostingLedger:
             if self._ready:
                 return
             try:
-                if not self._is_sqlite:
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_SCHEMA_LOCK))
-                _metadata.create_all(connection, checkfirst=True)
-                connection.commit()
+                if self._is_sqlite:
+                    _metadata.create_all(connection, checkfirst=True)
+                    connection.commit()
+                else:
+                    schema_lock = sa.text("SELECT pg_advisory_lock(:id)").bindparams(id=_SCHEMA_LOCK)
+                    connection.execute(schema_lock)
+                    try:
+                        _metadata.create_all(connection, checkfirst=True)
+                    finally:
+                        unlock = sa.text("SELECT pg_advisory_unlock(:id)").bindparams(id=_SCHEMA_LOCK)
+                        connection.execute(unlock)
             except SQLAlchemyError as exc:
                 connection.rollback()
                 if "already exists" not in str(exc):
@@ -363,6 +421,7 @@ class HeldKeys:
         self._ledger = ledger
         self._connection = connection
         self.keys = tuple(keys)
+        self._later: list[PostingEntry] = []
 
     def entries(self) -> dict[str, list[PostingEntry]]:
         return self.entries_of(self.keys)
@@ -378,12 +437,33 @@ class HeldKeys:
             .where(POSTINGS.c.key == key, POSTINGS.c.fingerprint == fingerprint)
             .values(state=PostingState.REVERSED.value, message=f"reversed by batch {by}", updated_at=_now())
         )
-        _guarded(self._ledger, lambda: _execute(self._connection, update))
+        with self._ledger._writes:
+            _guarded(self._ledger, lambda: _execute(self._connection, update))
 
-    def put(self, *entries: PostingEntry) -> None:
-        """Write `entries` in one transaction (all or none); raises `LedgerUnavailable` when that fails."""
-        if entries:
-            _guarded(self._ledger, lambda: _upsert(self._connection, entries))
+    def put(self, *entries: PostingEntry, later: bool = False) -> None:
+        """Write `entries`, with those put `later` before them, in one transaction (all or none); raises
+        `LedgerUnavailable` when that fails (and keeps the later ones for the next write).
+
+        `later` holds an outcome back until the next write (the next create's intent) or `flush`: one write
+        between two creates instead of two. Safe because a create's outcome lost with its process is found
+        again by the look-up, as for any answer lost; the keys stay locked until it is written."""
+        if later:
+            self._later.extend(entries)
+            return
+        batch = (*self._later, *entries)
+        if batch:
+            with self._ledger._writes:
+                _guarded(self._ledger, lambda: _upsert(self._connection, batch))
+            self._later.clear()
+
+    def flush(self) -> None:
+        """Write what was put `later`."""
+        self.put()
+
+    @property
+    def unwritten(self) -> tuple[PostingEntry, ...]:
+        """The rows still held back (`later`)."""
+        return tuple(self._later)
 
 
 def _guarded(ledger: PostingLedger, action: Any) -> Any:

@@ -331,6 +331,20 @@ def test_a_multi_row_put_writes_all_rows(ledger_url: str) -> None:
     }
 
 
+def test_an_outcome_put_later_is_written_with_the_next_write_or_before_the_locks_go(ledger_url: str) -> None:
+    ledger = PostingLedger(ledger_url)
+    sent = _entry("k1", state=PostingState.SENT, batch_number="000001")
+    with ledger.holding(["k1", "k2"]) as held:
+        held.put(_entry("k1", state=PostingState.INTENT))
+        held.put(sent, later=True)
+        assert ledger.entries(["k1"])["k1"][0].state is PostingState.INTENT  # held back
+        held.put(_entry("k2", state=PostingState.INTENT))  # the next create's intent takes it along
+        assert ledger.entries(["k1"])["k1"][0].state is PostingState.SENT
+        held.put(_entry("k2", state=PostingState.SENT, batch_number="000002"), later=True)
+        assert ledger.entries(["k2"])["k2"][0].state is PostingState.INTENT
+    assert ledger.entries(["k2"])["k2"][0].batch_number == "000002"  # written before the keys were unlocked
+
+
 def test_a_failing_put_writes_nothing_and_leaves_the_keys_usable(ledger_url: str) -> None:
     ledger = PostingLedger(ledger_url)
     existing = _entry("k1", "f1")

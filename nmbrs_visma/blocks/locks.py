@@ -23,7 +23,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +72,15 @@ def ensure_lock(name: str) -> str:
     return name
 
 
+def _create_limit(name: str) -> None:
+    """Create the limit `name` (1 slot), known to be missing; another worker creating it first is fine."""
+    try:
+        with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    except Exception as exc:  # the server refused or could not be reached
+        raise ConcurrencySlotAcquisitionError(f"Concurrency limit {name!r} could not be created: {exc}") from exc
+
+
 @contextmanager
 def token_lock(
     account_type: type[Block], account: str, *, timeout_seconds: float = LOCK_TIMEOUT_SECONDS
@@ -92,21 +101,80 @@ def server_lock(name: str, *, timeout_seconds: float) -> Iterator[None]:
     lease lapses (`LOCK_LEASE_SECONDS`, the server's minimum) and the server takes it back. A lease granted
     for several names together is released when the last of them is done, so a lock can outlast its block
     by as long as its neighbours' blocks run."""
-    deadline = time.monotonic() + timeout_seconds
     local = _local_lock(name)  # one holder per name in this process: the server sees each name once
     if not local.acquire(timeout=max(0.0, timeout_seconds)):
         raise AcquireConcurrencySlotTimeoutError(
             f"Attempt to acquire concurrency slots timed out after {timeout_seconds} second(s)"
         )
     try:
-        broker = _broker()
-        lease = broker.acquire(name, deadline, timeout_seconds)
+        with Reservation(name, timeout_seconds=timeout_seconds).hold():
+            yield
+    finally:
+        local.release()
+
+
+class Reservation:
+    """A `server_lock` asked for ahead of its holder, so that the locks of several administrations go to the
+    server in one call (`reserve`). `hold()` waits for it and holds it while its block runs; `cancel()` gives
+    it up unused (a holder with nothing to do). One left unclaimed past its timeout is given up by itself."""
+
+    def __init__(self, name: str, *, timeout_seconds: float) -> None:
+        self.name = name
+        self.timeout_seconds = timeout_seconds
+        self._deadline = time.monotonic() + timeout_seconds
+        self._broker: _LeaseBroker | None = None
+        self._request: _Request | None = None
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Reservation({self.name!r})"
+
+    def _submit(self) -> _Request | None:
+        """The request to put in the broker's inbox, the first time (None after that)."""
+        with self._mutex:
+            if self._request is not None:
+                return None
+            self._broker = _broker()
+            self._request = _Request(self.name, self._deadline, self.timeout_seconds)
+            return self._request
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Wait for the lock (raising as `server_lock` does, before the block runs) and hold it."""
+        if (request := self._submit()) is not None:
+            assert self._broker is not None
+            self._broker.submit([request])
+        assert self._broker is not None and self._request is not None
+        broker = self._broker
+        created = False
+        while True:
+            lease = broker.claim(self._request)
+            if lease is not None:
+                break
+            if created:  # missing again, just after it was created
+                raise ConcurrencySlotAcquisitionError(f"Concurrency limit {self.name!r} could not be created")
+            _create_limit(self.name)  # in the caller's thread: the broker's stays free for the others' calls
+            created = True
+            self._request = _Request(self.name, self._deadline, self.timeout_seconds)
+            broker.submit([self._request])
         try:
             yield
         finally:
             broker.release(lease)
-    finally:
-        local.release()
+
+    def cancel(self) -> None:
+        """Give the lock up if it was never held (no-op once `hold` has run)."""
+        with self._mutex:
+            request, broker = self._request, self._broker
+        if request is not None and broker is not None:
+            broker.cancel(request)
+
+
+def reserve(reservations: Sequence[Reservation]) -> None:
+    """Ask for every reservation at once: the broker sends them in one lease call."""
+    requests = [request for reservation in reservations if (request := reservation._submit()) is not None]
+    if requests:
+        _broker().submit(requests)
 
 
 _local_locks: dict[str, threading.Lock] = {}
@@ -150,8 +218,9 @@ class _Request:
     error: BaseException | None = None
     not_before: float = 0.0  # held elsewhere: asked for again from then
     alone: bool = False  # refused within a group: asked for on its own, so the others are not held up
-    created: bool = False  # the limit was missing once and has been created
     busy: int = 0  # calls the server could not answer so far
+    claimed: bool = False  # its holder has taken it (under `_LeaseBroker._counts`)
+    cancelled: bool = False  # given up unclaimed (under `_LeaseBroker._counts`)
 
     def fail(self, error: BaseException) -> None:
         self.error = error
@@ -169,43 +238,78 @@ class _LeaseBroker:
     together go in one call, leases are renewed while held, and released when their last holder is done."""
 
     def __init__(self, context: contextvars.Context) -> None:
-        self._inbox: queue.SimpleQueue[_Request | _Release] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[_Request] | _Release] = queue.SimpleQueue()
         self._waiting: list[_Request] = []  # refused for now: asked for again at `not_before`
         self._leases: set[_Lease] = set()
+        self._unclaimed: list[_Request] = []  # granted, not yet held or given up
         self._counts = threading.Lock()
-        thread = threading.Thread(target=context.run, args=(self._run,), daemon=True, name="nmbrs-visma-leases")
-        thread.start()
+        self._client: _LeaseCalls
+        self._thread = threading.Thread(target=context.run, args=(self._run,), daemon=True, name="nmbrs-visma-leases")
+        self._thread.start()
 
-    def acquire(self, name: str, deadline: float, timeout_seconds: float) -> _Lease:
-        request = _Request(name, deadline, timeout_seconds)
-        self._inbox.put(request)
-        if not request.done.wait(timeout_seconds + LOCK_LEASE_SECONDS):  # the broker's thread is gone
-            raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[name]!r}: no answer")
+    def submit(self, requests: list[_Request]) -> None:
+        self._inbox.put(requests)
+
+    def claim(self, request: _Request) -> _Lease | None:
+        """Wait for the request's answer: its lease, None when the limit does not exist, or the error."""
+        if not request.done.wait(request.timeout_seconds + LOCK_LEASE_SECONDS):  # the broker's thread is gone
+            raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {[request.name]!r}")
+        with self._counts:
+            request.claimed = True
+            cancelled = request.cancelled
         if request.error is not None:
             raise request.error
-        assert request.lease is not None
+        if cancelled:  # given up unclaimed past its timeout
+            raise AcquireConcurrencySlotTimeoutError(
+                f"Concurrency slot on {request.name!r} was reserved but not claimed within {request.timeout_seconds}s"
+            )
         return request.lease
+
+    def cancel(self, request: _Request) -> None:
+        """Give up a request not claimed: its share of a lease goes back at once, or as soon as it is granted."""
+        with self._counts:
+            if request.claimed or request.cancelled:
+                return
+            request.cancelled = True
+            lease = request.lease
+            last = lease is not None and self._drop_share(lease)
+        if last:
+            assert lease is not None
+            self._give_back(lease)
+
+    def _give_back(self, lease: _Lease) -> None:
+        """Release a lease no one holds any more, and wait for it (a process about to exit must not leave it
+        to lapse); on the broker's own thread, right away."""
+        release = _Release(lease)
+        if threading.current_thread() is self._thread:
+            self._release(self._client, release)
+            return
+        self._inbox.put(release)
+        release.done.wait(LOCK_LEASE_SECONDS)  # a release that fails lapses with its lease
+
+    def _drop_share(self, lease: _Lease) -> bool:
+        """One holder less (under `_counts`); True when that was the last."""
+        lease.holders -= 1
+        return lease.holders == 0
 
     def release(self, lease: _Lease) -> None:
         with self._counts:
-            lease.holders -= 1
-            last = lease.holders == 0
+            last = self._drop_share(lease)
         if last:
-            release = _Release(lease)
-            self._inbox.put(release)
-            release.done.wait(LOCK_LEASE_SECONDS)  # a release that fails lapses with its lease
+            self._give_back(lease)
 
     # -- the broker's thread --
 
     def _run(self) -> None:
         with get_client(sync_client=True) as client:
-            calls = _LeaseCalls(client)
+            self._client = calls = _LeaseCalls(client)
             while True:
                 self._step(calls)
 
     def _step(self, client: _LeaseCalls) -> None:
         now = time.monotonic()
         wakes = [r.not_before for r in self._waiting] + [lease.renewed + RENEW_EVERY_SECONDS for lease in self._leases]
+        wakes += [r.deadline for r in self._unclaimed]
         try:
             first = self._inbox.get(timeout=max(0.0, min(wakes) - now) if wakes else None)
         except queue.Empty:
@@ -218,10 +322,13 @@ class _LeaseBroker:
             if isinstance(item, _Release):
                 self._release(client, item)
             else:
-                self._waiting.append(item)
+                self._waiting.extend(r for r in item if not r.cancelled)
         now = time.monotonic()
         ready = [r for r in self._waiting if r.not_before <= now]
         self._waiting = [r for r in self._waiting if r.not_before > now]
+        for request in (r for r in ready if r.cancelled):  # given up before it was granted: not asked for
+            request.done.set()
+        ready = [r for r in ready if not r.cancelled]
         try:
             if together := [r for r in ready if not r.alone]:
                 self._grant(client, together)
@@ -261,29 +368,22 @@ class _LeaseBroker:
                 )
             return
         granted = {limit["name"] for limit in body.get("limits", [])}
-        missing = [r for r in requests if r.name not in granted]
-        lease = _Lease(UUID(body["lease_id"]), holders=len(requests) - len(missing)) if granted else None
-        for request in requests:
-            if request.name in granted:
-                request.lease = lease
-                request.done.set()
-        if lease is not None:
-            self._leases.add(lease)
-        for request in missing:  # no such limit yet: create it, then ask again
-            if request.created:
-                request.fail(
-                    ConcurrencySlotAcquisitionError(f"Concurrency limit {request.name!r} could not be created")
-                )
-                continue
-            try:
-                _patiently(lambda name=request.name: ensure_lock(name))
-            except Exception as exc:  # the server refused or could not be reached
-                request.fail(
-                    ConcurrencySlotAcquisitionError(f"Concurrency limit {request.name!r} could not be created: {exc}")
-                )
-                continue
-            request.created = True
-            self._waiting.append(request)
+        mine = [r for r in requests if r.name in granted]
+        if mine:
+            lease = _Lease(UUID(body["lease_id"]), holders=len(mine))
+            with self._counts:
+                for request in mine:
+                    request.lease = lease
+                    if request.cancelled:  # given up while it was being asked for
+                        self._drop_share(lease)
+                idle = lease.holders == 0
+            if idle:
+                self._release(client, _Release(lease))
+            else:
+                self._leases.add(lease)
+                self._unclaimed += [r for r in mine if not r.cancelled]
+        for request in requests:  # a name not granted has no limit yet: its caller creates it, then asks again
+            request.done.set()
 
     def _busy(self, requests: list[_Request]) -> None:
         """The server did not answer the call (busy, or out of reach for a moment): ask again soon, with the
@@ -324,6 +424,12 @@ class _LeaseBroker:
 
     def _renew(self, client: _LeaseCalls) -> None:
         now = time.monotonic()
+        for request in [r for r in self._unclaimed if not r.claimed and not r.cancelled and r.deadline <= now]:
+            logger.warning(
+                "lock %s was reserved but not held within %ss: given up", request.name, request.timeout_seconds
+            )
+            self.cancel(request)
+        self._unclaimed = [r for r in self._unclaimed if not r.claimed and not r.cancelled]
         for lease in list(self._leases):
             if now - lease.renewed >= RENEW_EVERY_SECONDS:
                 with suppress(Exception):  # a missed renewal is retried on the next tick, well inside the lease

@@ -27,6 +27,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
+from nmbrs_visma.blocks.locks import Reservation, reserve
 from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.flows.lanes import Lanes
 from nmbrs_visma.journals.models import AdministrationMapping, Refusal
@@ -35,7 +36,7 @@ from nmbrs_visma.posting_ledger import LedgerUnavailable, PostingLedger, Posting
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, refused_row
-from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.posting import Posting, post_administration, reserve_administration_lock
 from nmbrs_visma.tasks.prepare import CompanySources, plan_or_fail, plan_read_companies, read_company
 from nmbrs_visma.tasks.reference import ReferenceKey, ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
@@ -125,6 +126,8 @@ class PeriodRun:
         self._reading: Counter[ReferenceKey] = Counter()  # companies not prepared yet, per tenant reference
         self._open_groups: Counter[str] = Counter()  # administrations not done yet, per Visma.net account
         self._flow_run_id = str(flow_run.get_id() or "") or None
+        self._unreserved: list[Reservation] = []  # administrations' locks to ask for together
+        self._batching = False  # a plan step's companies are being handed on: reserve once, after them
 
     def run(self) -> None:
         try:
@@ -217,9 +220,19 @@ class PeriodRun:
     def _batch_planned(self, companies: list[int], future: Future[list[CompanyPlan]]) -> None:
         self._planning = False
         plans = future.result()  # plan_read_companies turns every failure into its company's row
-        for company, plan in zip(companies, plans, strict=True):
-            self._prepared(company, plan)
+        self._batching = True
+        try:
+            for company, plan in zip(companies, plans, strict=True):
+                self._prepared(company, plan)
+        finally:
+            self._batching = False
+            self._reserve()
         self._plan_when_due()
+
+    def _reserve(self) -> None:
+        """Ask for the Prefect locks of the administrations just sent to posting, in one call."""
+        reserve(self._unreserved)
+        self._unreserved = []
 
     def _unavailable(self, company: int, exc: ReferenceUnavailable) -> None:
         self._add(company, [refused_row(company, [exc.refusal], period=self.period, status=Status.FAILED)])
@@ -253,6 +266,8 @@ class PeriodRun:
             by_administration[posting.administration].append(posting)
         for administration, batch in sorted(by_administration.items()):
             self._posting[group] += 1
+            reservation = reserve_administration_lock(administration, timeout_seconds=self.ledger.lock_timeout)
+            self._unreserved.append(reservation)
             submit = partial(
                 post_administration.submit,
                 administration,
@@ -262,12 +277,21 @@ class PeriodRun:
                 self._flow_run_id,
                 quote(self._sending),
                 self.repost_changed,
+                quote(reservation),
             )
-            self.lanes.add("post", submit, partial(self._posted, group, administration, batch))
+            self.lanes.add("post", submit, partial(self._posted, group, administration, batch, reservation))
+        if not self._batching:
+            self._reserve()
 
     def _posted(
-        self, group: AdministrationGroup, administration: str, postings: list[Posting], future: PrefectFuture[Any]
+        self,
+        group: AdministrationGroup,
+        administration: str,
+        postings: list[Posting],
+        reservation: Reservation,
+        future: PrefectFuture[Any],
     ) -> None:
+        reservation.cancel()  # the task may have stopped before it held or gave up its lock
         try:
             rows = future.result()
         except Exception as exc:

@@ -54,6 +54,7 @@ from nmbrs_visma.posting_ledger import (
 from nmbrs_visma.results import Status, StatusRow
 
 if TYPE_CHECKING:
+    from nmbrs_visma.blocks.locks import Reservation
     from nmbrs_visma.clients.visma_net import JournalTransactionSummary
 
 logger = logging.getLogger(__name__)
@@ -287,7 +288,20 @@ class AdministrationPoster:
         creates = [decision.creates for decision in decisions if decision.creates]
         if creates:
             with self.sending if self.sending is not None else nullcontext():  # only the creates hold a slot
-                rows.extend(self._run_creates(creates, held))
+                created = self._run_creates(creates, held)
+            rows.extend(self._written(created, held))
+        return rows
+
+    def _written(self, rows: list[StatusRow], held: HeldKeys) -> list[StatusRow]:
+        """The last outcomes held back (`later`) written, outside the sending slot; the rows say when not."""
+        unwritten = {entry.batch_number for entry in held.unwritten}
+        try:
+            held.flush()
+        except LedgerUnavailable as exc:
+            for position, row in enumerate(rows):
+                if row.status is Status.SENT and row.batch_number in unwritten:
+                    note = f"booked as batch {row.batch_number}, but {exc}; the next run adopts it by its key"
+                    rows[position] = row.model_copy(update={"reason": "; ".join(filter(None, [row.reason, note]))})
         return rows
 
     # -- one key --------------------------------------------------------------------------------------------
@@ -445,7 +459,8 @@ class AdministrationPoster:
                 reason = f"Visma.net refused the reversal of batch {posting.reverses}: {exc}"
                 return posting.row(Status.REFUSED, reason=reason, codes=("reversal_refused",)), False
             return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}"), False
-        self._put(held, self._entry(posting, PostingState.SENT, batch=batch), posting, batch)
+        plain = posting.kind == "journal" and posting.undoes is None  # a repost's rows are written at once
+        self._put(held, self._entry(posting, PostingState.SENT, batch=batch), posting, batch, later=plain)
         if posting.undoes is not None:
             try:
                 held.mark_reversed(*posting.undoes, by=batch)
@@ -498,7 +513,13 @@ class AdministrationPoster:
         except ApiError as exc:
             note = f"created, but the release failed ({exc}); the next run releases it"
             return posting.row(Status.SENT, batch_number=batch, reason="; ".join(filter(None, [reason, note])))
-        self._put(held, self._entry(posting, PostingState.SENT, batch=batch, released=True), posting, batch)
+        self._put(
+            held,
+            self._entry(posting, PostingState.SENT, batch=batch, released=True),
+            posting,
+            batch,
+            later=posting.kind == "journal" and posting.undoes is None,
+        )
         return posting.row(Status.SENT, batch_number=batch, reason="; ".join(filter(None, [reason, "released"])))
 
     def _release_again(self, posting: Posting, booked: Booked, held: HeldKeys) -> StatusRow:
@@ -516,10 +537,13 @@ class AdministrationPoster:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _put(self, held: HeldKeys, entry: PostingEntry, posting: Posting, batch: str | None) -> None:
-        """Write one row; a ledger that fails stops the task's creates (its locks may be gone with it)."""
+    def _put(
+        self, held: HeldKeys, entry: PostingEntry, posting: Posting, batch: str | None, *, later: bool = False
+    ) -> None:
+        """Write one row (`later`: with the next write, see `HeldKeys.put`); a ledger that fails stops the
+        task's creates (its locks may be gone with it)."""
         try:
-            held.put(entry)
+            held.put(entry, later=later)
         except LedgerUnavailable as exc:
             if entry.state is PostingState.INTENT:
                 raise _LedgerBroke(str(exc), posting.row(Status.FAILED, reason=f"{exc}; not sent")) from None
@@ -648,6 +672,17 @@ def prefect_administration_lock(administration: str, *, timeout_seconds: float) 
         yield
 
 
+def _held(reservation: Reservation, _administration: str) -> AbstractContextManager[object]:
+    return reservation.hold()
+
+
+def reserve_administration_lock(administration: str, *, timeout_seconds: float) -> Reservation:
+    """The administration's lock, to ask for ahead of its posting task (see `blocks.locks.reserve`)."""
+    from nmbrs_visma.blocks.locks import Reservation
+
+    return Reservation(administration_lock_name(administration), timeout_seconds=timeout_seconds)
+
+
 @task(name="post-administration", cache_policy=NO_CACHE, task_run_name="post-{administration}")
 def post_administration(
     administration: str,
@@ -657,10 +692,14 @@ def post_administration(
     flow_run_id: str | None = None,
     sending: AbstractContextManager[object] | None = None,
     repost_changed: bool = False,
+    reservation: Reservation | None = None,
 ) -> list[StatusRow]:
     """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
-    ledger and the look-up decide every key, and a retry would only repeat that."""
-    lock = partial(prefect_administration_lock, timeout_seconds=ledger.lock_timeout)
+    ledger and the look-up decide every key, and a retry would only repeat that. `reservation`: the
+    administration's lock asked for ahead by the flow (held here if needed, else given up)."""
+    lock: AdministrationLock = partial(prefect_administration_lock, timeout_seconds=ledger.lock_timeout)
+    if reservation is not None:
+        lock = partial(_held, reservation)
     poster = AdministrationPoster(
         client,
         ledger,
@@ -669,4 +708,8 @@ def post_administration(
         administration_lock=lock,
         repost_changed=repost_changed,
     )
-    return poster.post(postings)
+    try:
+        return poster.post(postings)
+    finally:
+        if reservation is not None:
+            reservation.cancel()  # nothing to post: the lock was never needed

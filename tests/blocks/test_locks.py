@@ -235,3 +235,55 @@ def test_a_busy_server_is_asked_again_at_once(names: list[str], monkeypatch: pyt
 def _hold_once(server_lock: object, name: str, timeout: float) -> float:
     with server_lock(name, timeout_seconds=timeout):  # type: ignore[operator]
         return time.monotonic()
+
+
+def test_reserved_locks_go_in_one_call_and_those_given_up_are_freed(
+    names: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nmbrs_visma.blocks.locks import Reservation, ensure_lock, reserve
+
+    for name in names[:8]:
+        ensure_lock(name)
+    calls = LeaseCalls(monkeypatch)
+    reservations = [Reservation(name, timeout_seconds=30) for name in names[:8]]
+    reserve(reservations)
+    used, unused = reservations[:5], reservations[5:]
+    for reservation in used:
+        with reservation.hold():
+            assert active_slots(reservation.name) == 1
+    for reservation in unused:
+        reservation.cancel()
+    reservations[0].cancel()  # after its hold: nothing more to give up
+    assert calls.names == [names[:8]]
+    deadline = time.monotonic() + 10
+    while any(active_slots(name) for name in names[:8]) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the last share given up releases the lease from the broker's thread
+    assert [active_slots(name) for name in names[:8]] == [0] * 8
+
+
+def test_a_reservation_left_unclaimed_is_given_up_after_its_timeout(names: list[str]) -> None:
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+    from nmbrs_visma.blocks.locks import Reservation, ensure_lock, reserve
+
+    ensure_lock(names[0])
+    forgotten = Reservation(names[0], timeout_seconds=1.0)
+    reserve([forgotten])
+    time.sleep(0.5)
+    assert active_slots(names[0]) == 1
+    deadline = time.monotonic() + 10
+    while active_slots(names[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert active_slots(names[0]) == 0  # not held forever by a holder that never came
+    with pytest.raises(AcquireConcurrencySlotTimeoutError), forgotten.hold():
+        pass
+
+
+def test_a_reservation_of_a_missing_limit_creates_it_when_held(names: list[str]) -> None:
+    from nmbrs_visma.blocks.locks import Reservation, reserve
+
+    reservation = Reservation(names[0], timeout_seconds=10)
+    reserve([reservation])
+    with reservation.hold():
+        assert active_slots(names[0]) == 1
+    assert active_slots(names[0]) == 0
