@@ -8,9 +8,9 @@ as the real services are remote: their work is not charged to either contender. 
 fresh Visma.net emulator each time, a bare asyncio httpx2 script posts the same prebuilt payloads (the core's
 own parse and build) with the same concurrency: `--workers` administrations creating at once, each
 administration's periods in order (the bench counts the creates in flight on both sides, and stops if the
-pipeline's exceed `--workers`). The pipeline also reads ahead, up to `--workers` reads and look-ups at once in
-its other lanes (reference data, Nmbrs journals, the periods' listings), and readies up to `--workers` more
-posting tasks (keys locked, intents written) while the creating ones hold their slots; the bare script has
+pipeline's exceed `--workers`). The pipeline also reads ahead, up to `--workers` reads at once in its read
+lane (reference data, Nmbrs journals), and readies up to `--workers` more posting tasks (locks held, periods
+listed) while the creating ones hold their slots; the bare script has
 nothing to read or record. Both are repeated at zero latency, where the difference is the pipeline's own cost.
 
     python bench/e2e.py [--admins N] [--workers N] [--create-latency S] [--read-latency S] [--budget N]
