@@ -137,3 +137,40 @@ def test_the_strict_validator_catches_a_misnamed_field(exercised: Sandbox, spec:
     body = copy.deepcopy(journal())
     body["journalTransactionLines"][0]["debitAmount"] = {"value": 1}  # the response name, not the update DTO's
     assert list(spec.validator(doc, schema).iter_errors(json.loads(dumps(body))))
+
+
+def test_the_emulator_knows_exactly_the_properties_the_spec_defines(spec: Spec) -> None:
+    from nmbrs_visma.sandbox.visma_net.journal import HEADER_PROPERTIES, LINE_PROPERTIES, SEGMENT_PROPERTIES
+
+    doc, _ = spec.operation("POST", "/v2/journaltransaction")
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["JournalTransactionUpdateDto"]["properties"]) == HEADER_PROPERTIES
+    assert set(schemas["JournalTransactionLineUpdateDto"]["properties"]) == LINE_PROPERTIES
+    assert set(schemas["SegmentUpdateDto"]["properties"]) == SEGMENT_PROPERTIES
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("header", "debitTotal: not a property of JournalTransactionUpdateDto"),
+        ("line", "Line 1: debitAmount: not a property of JournalTransactionLineUpdateDto"),
+        ("segment", "Line 1: segmentDescription: not a property of SegmentUpdateDto"),
+    ],
+)
+def test_the_emulator_refuses_a_property_the_spec_does_not_define(
+    exercised: Sandbox, where: str, expected: str
+) -> None:
+    token = exercised.service_auth().access_token().get_secret_value()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = copy.deepcopy(journal("202606"))
+    line = body["journalTransactionLines"][0]
+    if where == "header":
+        body["debitTotal"] = {"value": 1}
+    elif where == "line":
+        line["debitAmount"] = {"value": 1}  # the response's name, not the update DTO's
+    else:
+        line["subaccount"] = [{"segmentId": 1, "segmentValue": "0100", "segmentDescription": "Department"}]
+    refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(body), headers=headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["ExceptionMessage"] == expected
+    assert refused.json()["ExceptionFaultCode"] == "InvalidFormat"

@@ -88,6 +88,7 @@ def _subaccount(tenant: Tenant, raw: Any, where: str) -> dict[int, str]:
     for item in raw:
         if not isinstance(item, dict):
             raise VismaFault(400, f"{where}: subaccount segment must be an object", "InvalidFormat")
+        _defined_only(item, SEGMENT_PROPERTIES, "SegmentUpdateDto", where)
         segment_id, value = item.get("segmentId"), item.get("segmentValue")
         segment = tenant.segments.get(segment_id) if isinstance(segment_id, int) else None
         if segment is None:
@@ -101,10 +102,38 @@ def _subaccount(tenant: Tenant, raw: Any, where: str) -> dict[int, str]:
     return values
 
 
+# The properties the published schema defines (JournalTransactionUpdateDto, its lines, SegmentUpdateDto; a
+# contract test holds these to the spec). Anything else is refused: a field the client invents would be lost.
+HEADER_PROPERTIES = frozenset(
+    {
+        "autoReversing", "batchNumber", "branch", "controlTotalInCurrency", "createVatTransaction", "currencyId",
+        "description", "exchangeRate", "financialPeriod", "hold", "journalTransactionLines", "ledger",
+        "overrideNumberSeries", "postPeriod", "skipVatAmountValidation", "transactionCode", "transactionDate",
+    }
+)  # fmt: skip
+LINE_PROPERTIES = frozenset(
+    {
+        "accountNumber", "branch", "creditAmountInCurrency", "debitAmountInCurrency", "lineNumber", "note",
+        "operation", "project", "projectTask", "quantity", "referenceNumber", "subaccount",
+        "transactionDescription", "uom", "vatCodeId", "vatId",
+    }
+)  # fmt: skip
+SEGMENT_PROPERTIES = frozenset({"segmentId", "segmentValue"})
+
+
+def _defined_only(body: dict[str, Any], defined: frozenset[str], schema: str, where: str = "") -> None:
+    unknown = sorted(set(body) - defined)
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        names = ", ".join(unknown)
+        raise VismaFault(400, f"{prefix}{names}: not a property of {schema}", "InvalidFormat")
+
+
 def validate_create(tenant: Tenant, body: Any) -> tuple[StoredTransaction, bool]:
     """Check a create payload against the tenant; return the batch to book (number not yet set) and `hold`."""
     if not isinstance(body, dict):
         raise VismaFault(400, "The request body must be a JournalTransaction object", "InvalidFormat")
+    _defined_only(body, HEADER_PROPERTIES, "JournalTransactionUpdateDto")
     hold = bool(_value(body, "hold"))
     period_id = _period(tenant, body)
     transaction_date = _date(_value(body, "transactionDate"))
@@ -122,6 +151,7 @@ def validate_create(tenant: Tenant, body: Any) -> tuple[StoredTransaction, bool]
         where = f"Line {number}"
         if not isinstance(raw, dict):
             raise VismaFault(400, f"{where}: must be an object", "InvalidFormat")
+        _defined_only(raw, LINE_PROPERTIES, "JournalTransactionLineUpdateDto", where)
         account = _value(raw, "accountNumber")
         if not account:
             raise VismaFault(400, f"{where}: accountNumber is required", "MandatoryField")
