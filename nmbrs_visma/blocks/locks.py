@@ -330,9 +330,12 @@ class _LeaseBroker:
             request.done.set()
         ready = [r for r in ready if not r.cancelled]
         try:
+            # split before any call: a group refused now is marked `alone` and waits for the next step, it
+            # must not also be asked for again in this one (that request would be granted twice)
+            alone = [r for r in ready if r.alone]
             if together := [r for r in ready if not r.alone]:
                 self._grant(client, together)
-            for request in (r for r in ready if r.alone):
+            for request in alone:
                 self._grant(client, [request])
         except Exception as exc:  # never leave a caller waiting on a broker that stopped answering
             logger.exception("the lease broker failed; the lock requests in hand are refused")
@@ -418,8 +421,12 @@ class _LeaseBroker:
 
     def _release(self, client: _LeaseCalls, release: _Release) -> None:
         self._leases.discard(release.lease)
-        with suppress(Exception):  # a release that fails lapses with its lease
+        try:
             _patiently(lambda: client.release(release.lease.lease_id))
+        except Exception as exc:  # a release that fails lapses with its lease
+            logger.warning(
+                "could not release lease %s (%s): it lapses within %ss", release.lease.lease_id, exc, LOCK_LEASE_SECONDS
+            )
         release.done.set()
 
     def _renew(self, client: _LeaseCalls) -> None:
@@ -466,16 +473,20 @@ class _LeaseCalls:
         self._post(f"/v2/concurrency_limits/leases/{lease_id}/renew", {"lease_duration": LOCK_LEASE_SECONDS})
 
 
-def _patiently(call: Callable[[], object], attempts: int = 8) -> None:
-    """`call`, asked again quickly while the server is busy (see `_LeaseBroker._run`)."""
-    for attempt in range(attempts):
+def _patiently(call: Callable[[], object], seconds: float = 30.0) -> None:
+    """`call`, asked again quickly while the server is busy (see `_LeaseBroker._run`), for up to `seconds`
+    (about as long as the client's own retries would have waited)."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
         try:
             call()
             return
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code not in BUSY_STATUSES or attempt == attempts - 1:
+            if exc.response.status_code not in BUSY_STATUSES or time.monotonic() > deadline:
                 raise
         except httpx.TransportError:
-            if attempt == attempts - 1:
+            if time.monotonic() > deadline:
                 raise
         time.sleep(min(BUSY_RETRY_SECONDS * 2**attempt, 1.0) * random.uniform(0.5, 1.0))
+        attempt += 1

@@ -183,6 +183,7 @@ def test_one_busy_name_does_not_hold_up_the_others_asked_with_it(names: list[str
     for thread in threads:
         thread.join(30)
     assert busy in granted
+    time.sleep(2.5)  # a request asked for twice (in its group, then alone) would be granted again by now
     assert [active_slots(name) for name in names[:6]] == [0] * 6
 
 

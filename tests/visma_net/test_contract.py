@@ -174,3 +174,15 @@ def test_the_emulator_refuses_a_property_the_spec_does_not_define(
     assert refused.status_code == 400, refused.text
     assert refused.json()["ExceptionMessage"] == expected
     assert refused.json()["ExceptionFaultCode"] == "InvalidFormat"
+
+
+def test_the_emulator_refuses_an_amount_written_as_a_string(exercised: Sandbox) -> None:
+    token = exercised.service_auth().access_token().get_secret_value()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = copy.deepcopy(journal("202606"))
+    line = body["journalTransactionLines"][0]
+    amount = "debitAmountInCurrency" if "debitAmountInCurrency" in line else "creditAmountInCurrency"
+    line[amount] = {"value": str(line[amount]["value"])}  # the schema's number, as text
+    refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(body), headers=headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["ExceptionMessage"] == f"Line 1: {amount}: not a number"

@@ -41,7 +41,7 @@ def _value(body: dict[str, Any], name: str) -> Any:
 def _amount(value: Any, where: str) -> Decimal:
     if value is None:
         return Decimal("0")
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):  # the schema's number: "12.00" is refused
         raise VismaFault(400, f"{where}: not a number", "InvalidFormat")
     try:
         amount = Decimal(str(value))
