@@ -39,7 +39,7 @@ from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
 from nmbrs_visma.fan_out import at_once
-from nmbrs_visma.journals.keys import read_marker, reversal_fingerprint, reversal_key
+from nmbrs_visma.journals.keys import key_marker, read_marker, reversal_fingerprint, reversal_key
 from nmbrs_visma.journals.reversal import reversal_of
 from nmbrs_visma.posting_ledger import (
     HeldKeys,
@@ -472,7 +472,7 @@ class AdministrationPoster:
         assert posting.reverses is not None
         original = self.client.journal_transaction(posting.reverses)
         description = _MARKER_TEXT.sub("", str(original.get("description") or "")).strip()
-        marker = f"[nv:{posting.key}:{posting.fingerprint}]"
+        marker = key_marker(posting.key, posting.fingerprint)
         reversal = reversal_of(
             original, description=f"Reversal of batch {posting.reverses}: {description} {marker}", hold=False
         )
