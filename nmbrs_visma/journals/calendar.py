@@ -21,24 +21,19 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections.abc import Mapping
-from enum import StrEnum
 
-from nmbrs_visma.journals.models import FinancialPeriod
+from nmbrs_visma.journals.models import FinancialPeriod, PeriodMapping, PeriodType
 
-
-class PeriodType(StrEnum):
-    """How often a company pays (Nmbrs `periodType`)."""
-
-    MONTH = "month"
-    FOUR_WEEKS = "4-weeks"
-    WEEK = "1-week"
-
-
-class PeriodMapping(StrEnum):
-    """How a payroll period is matched to a Visma.net financial period."""
-
-    NUMBER = "number"
-    END_DATE = "end_date"
+__all__ = [
+    "PeriodMapping",
+    "PeriodType",
+    "financial_period",
+    "iso_weeks",
+    "payroll_period_label",
+    "period_dates",
+    "period_of",
+    "periods_in_year",
+]
 
 
 def iso_weeks(year: int) -> int:

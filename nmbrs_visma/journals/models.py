@@ -17,6 +17,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class PeriodType(StrEnum):
+    """How often a company pays (Nmbrs `periodType`): 12 months, 13 four-week periods or 52/53 weeks a year."""
+
+    MONTH = "month"
+    FOUR_WEEKS = "4-weeks"
+    WEEK = "1-week"
+
+
+class PeriodMapping(StrEnum):
+    """How a payroll period is matched to a Visma.net financial period (journals/calendar.py)."""
+
+    NUMBER = "number"
+    END_DATE = "end_date"
+
+
 class PayrollRun(_Model):
     """One Nmbrs payroll run of one company (GET /api/companies/{id}/runs)."""
 
@@ -33,6 +48,7 @@ class PayrollRun(_Model):
     sequence: int = Field(
         default=1, ge=1, description="the run's place among the runs of its payroll period: 1 for the first"
     )
+    period_type: PeriodType = Field(default=PeriodType.MONTH, description="the company's payroll frequency")
 
     @property
     def reference(self) -> str:
