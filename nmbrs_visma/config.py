@@ -39,7 +39,9 @@ The file::
           cost_center: {enabled: true, description: Department}
           cost_unit: {enabled: true, description: Project}
         # optional: subaccount_dimension (SUBACCOUNT), account_translation {"4000": "4001"},
-        # test_company, debtor_blocked, closed_period_policy (refuse | next_open), release, hold
+        # test_company, debtor_blocked, closed_period_policy (refuse | next_open), release, hold,
+        # period_mapping (number | end_date; required for 4-weekly and weekly payrolls),
+        # period_type (month | 4-weeks | 1-week: for journal files; from the API it is read from Nmbrs)
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from nmbrs_visma.blocks.mapping import AdministrationMappingBlock, mapping_block
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.oauth import OAuthAccount
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
-from nmbrs_visma.journals.models import ClosedPeriodPolicy, DimensionSetting
+from nmbrs_visma.journals.models import ClosedPeriodPolicy, DimensionSetting, PeriodMapping, PeriodType
 
 _BLOCK_NAME = re.compile(r"^[a-z0-9-]+$")
 _IDENTITY_FIELDS = ("token_url", "client_id", "tenant_id", "grant_type")
@@ -132,6 +134,8 @@ class CompanySpec(_Strict):
     closed_period_policy: ClosedPeriodPolicy = ClosedPeriodPolicy.REFUSE
     release: bool = False
     hold: bool = False
+    period_type: PeriodType = PeriodType.MONTH
+    period_mapping: PeriodMapping | None = None
 
     @field_validator("branch", "ledger", mode="before")
     @classmethod
@@ -461,6 +465,7 @@ def show_config() -> int:
         "cost center",
         "cost unit",
         "closed period",
+        "periods",
         "flags",
     ):
         companies.add_column(column)
@@ -488,6 +493,7 @@ def show_config() -> int:
             block.cost_center.description if block.cost_center.enabled else "-",
             block.cost_unit.description if block.cost_unit.enabled else "-",
             block.closed_period_policy.value,
+            f"{block.period_mapping or 'number'}",
             ", ".join(flags) or "-",
         )
     for table in (visma, nmbrs, companies):

@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nmbrs_visma.blocks.listing import read_named_blocks
 from nmbrs_visma.blocks.schema import CachedJsonSchema
-from nmbrs_visma.journals.models import AdministrationMapping, ClosedPeriodPolicy, DimensionSetting, Refusal
+from nmbrs_visma.journals.models import (
+    AdministrationMapping,
+    ClosedPeriodPolicy,
+    DimensionSetting,
+    PeriodMapping,
+    PeriodType,
+    Refusal,
+)
 
 
 def mapping_block_name(company: int) -> str:
@@ -80,6 +87,21 @@ class AdministrationMappingBlock(CachedJsonSchema, Block):
     )
     release: bool = Field(default=False, description="Release each journal transaction after creating it.")
     hold: bool = Field(default=False, description="Create journal transactions on hold.")
+    period_type: PeriodType = Field(
+        default=PeriodType.MONTH,
+        description="How often the company pays, for journal files (from the Nmbrs API it is read from Nmbrs).",
+    )
+    period_mapping: PeriodMapping | None = Field(
+        default=None,
+        description="How payroll periods become financial periods: number (period N is YYYYNN) or end_date (the "
+        "financial period holding the payroll period's last day). Required for 4-weekly and weekly payrolls.",
+    )
+
+    @model_validator(mode="after")
+    def _valid_mapping(self) -> AdministrationMappingBlock:
+        """What the domain mapping refuses (a 4-weekly payroll without a period mapping) the block refuses."""
+        self.to_mapping()
+        return self
 
     @field_validator("nmbrs_account", mode="before")
     @classmethod

@@ -38,7 +38,7 @@ from nmbrs_visma.journals.payload import (
     render_transaction,
     subaccount_fragment,
 )
-from nmbrs_visma.journals.split import booking_date, moved_note, own_periods, target_period
+from nmbrs_visma.journals.split import book, moved_note, own_periods, payroll_label
 
 
 @dataclass(frozen=True)
@@ -242,15 +242,21 @@ def _transaction(
 ) -> PlannedTransaction:
     """The transaction of one (run, payroll period) block, booked in that period or the one it moves to."""
     run, mapping, reference = context.run, context.mapping, context.reference
-    target = target_period(source, reference.periods, mapping.closed_period_policy)
-    moved = (source,) if source != target else ()
-    date = booking_date(target, run, lines.date[block], reference.periods)
+    booking = book(
+        source,
+        run,
+        lines.date[block],
+        reference.periods,
+        mapping=mapping.period_mapping_for(run.period_type),
+        policy=mapping.closed_period_policy,
+    )
+    target, moved, date = booking.period_id, booking.moved_from, booking.transaction_date
     key = posting_key(run.company_number, run.year, run.period_end, run.sequence, source, administration)
     content = fingerprint(run.company_number, source, lines.contents[lines.start[block] : lines.end[block]])
     is_correction = source not in own
     label = f"Payroll {run.year}/{run.period_end:02d} run {run.sequence} company {run.company_number}"
     if is_correction:
-        label += f" correction {source}"
+        label += f" correction {payroll_label(source, run.period_type)}"
     if moved:
         label += f" booked in {target}"
     payload = render_transaction(

@@ -31,7 +31,7 @@ from nmbrs_visma.journals.models import (
     RefusalCode,
 )
 from nmbrs_visma.journals.money import format_cents
-from nmbrs_visma.journals.split import next_open_period
+from nmbrs_visma.journals.split import mapped_period, next_open_period, payroll_bounds, payroll_label
 
 LineRef = tuple[int, int]  # (transaction, line), 1-based, document order
 
@@ -232,27 +232,66 @@ def check_accounts(
 def check_periods(
     facts: LineFacts, run: PayrollRun, mapping: AdministrationMapping, reference: AdministrationReference
 ) -> list[Refusal]:
-    """Each period booked in must exist, be active and be open in the GL (or be movable under NEXT_OPEN)."""
+    """Each payroll period of the lines must be one of the run's payroll, map to a financial period (its
+    `period_mapping`), and that period must exist, be active and be open in the GL (or be movable under
+    NEXT_OPEN); every refusal names both periods."""
     out = _Collector(run)
-    for period_id, totals in sorted(facts.periods.items()):
-        known = reference.periods.get(period_id)
+    period_mapping = mapping.period_mapping_for(run.period_type)
+    if period_mapping is None:
+        out.add(
+            "period_not_mapped",
+            f"the company pays per {run.period_type} in Nmbrs and its mapping gives no period_mapping "
+            "(number: payroll period N is financial period YYYYNN; end_date: the period holding its last day)",
+        )
+        return out.refusals
+    for payroll_period, totals in sorted(facts.periods.items()):
         where = f"(first on {_where(totals.first)})"
+        try:
+            start, end = payroll_bounds(payroll_period, run.period_type)
+        except ValueError as exc:
+            out.add("invalid_journal", f"{exc} {where}", period_id=payroll_period)
+            continue
+        label = f"payroll period {payroll_label(payroll_period, run.period_type)} ({start}..{end})"
+        period_id = mapped_period(payroll_period, run, period_mapping, reference.periods)
+        if period_id is None:
+            out.add(
+                "period_missing",
+                f"{label}: no financial period of Visma.net holds its last day {end} (period_mapping end_date) {where}",
+            )
+            continue
+        known = reference.periods.get(period_id)
+        booked = f"{label} -> financial period {period_id}"
         if known is None:
-            out.add("period_missing", f"the financial period does not exist in Visma.net {where}", period_id=period_id)
+            out.add(
+                "period_missing",
+                f"{booked}: the financial period does not exist in Visma.net {where}",
+                period_id=period_id,
+            )
         elif not known.active:
-            out.add("period_inactive", f"the financial period is inactive in Visma.net {where}", period_id=period_id)
+            out.add(
+                "period_inactive",
+                f"{booked}: the financial period is inactive in Visma.net {where}",
+                period_id=period_id,
+            )
+        elif known.end_date < start or known.start_date > end:
+            out.add(
+                "period_not_mapped",
+                f"{booked} ({known.start_date}..{known.end_date}): the periods do not overlap; the ledger's year "
+                "is not numbered like the payroll's (period_mapping end_date books by date)",
+                period_id=period_id,
+            )
         elif known.closed_in_gl:
             if mapping.closed_period_policy is ClosedPeriodPolicy.REFUSE:
                 out.add(
                     "period_closed",
-                    f"the financial period is closed in the general ledger {where}; the mapping refuses "
+                    f"{booked}: the financial period is closed in the general ledger {where}; the mapping refuses "
                     "closed periods (policy next_open would book in the first open period after it)",
                     period_id=period_id,
                 )
             elif next_open_period(period_id, reference.periods) is None:
                 out.add(
                     "period_closed",
-                    "the financial period is closed in the general ledger and no open period follows it",
+                    f"{booked}: the financial period is closed in the general ledger and no open period follows it",
                     period_id=period_id,
                 )
     return out.refusals

@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -85,6 +85,27 @@ class AdministrationMapping(_Model):
     closed_period_policy: ClosedPeriodPolicy = ClosedPeriodPolicy.REFUSE
     release: bool = False
     hold: bool = False
+    period_type: PeriodType = Field(
+        default=PeriodType.MONTH, description="the payroll frequency of a journal file (the API's is read from Nmbrs)"
+    )
+    period_mapping: PeriodMapping | None = Field(
+        default=None, description="how payroll periods become financial periods; monthly payrolls default to number"
+    )
+
+    @model_validator(mode="after")
+    def _mapped_periods(self) -> AdministrationMapping:
+        if self.period_type is not PeriodType.MONTH and self.period_mapping is None:
+            raise ValueError(
+                f"company {self.nmbrs_company}: a {self.period_type} payroll needs period_mapping "
+                "(number: payroll period N is financial period YYYYNN; end_date: the period holding its last day)"
+            )
+        return self
+
+    def period_mapping_for(self, period_type: PeriodType) -> PeriodMapping | None:
+        """The mapping of a payroll of `period_type`: the one given, `number` for a monthly payroll, else None."""
+        if self.period_mapping is not None:
+            return self.period_mapping
+        return PeriodMapping.NUMBER if period_type is PeriodType.MONTH else None
 
 
 class FinancialPeriod(_Model):
@@ -138,6 +159,7 @@ RefusalCode = Literal[
     "period_missing",
     "period_inactive",
     "period_closed",
+    "period_not_mapped",
     "not_balanced",
     "invalid_journal",
     "duplicate_mapping",

@@ -1,8 +1,9 @@
 """The correction split: a run's lines grouped by the payroll period they belong to.
 
-A March run may correct January and February. Each period's lines become their own journal transaction,
-booked *in that period* (the header's `period`, not its `date`): the run's own period on the header date,
-a correction on its period's last day. With `ClosedPeriodPolicy.NEXT_OPEN` a period closed in the general
+A March run may correct January and February. Each payroll period's lines become their own journal
+transaction, booked in the financial period the mapping gives it (journals/calendar.py: by number, or the
+period holding its last day), on a date inside that financial period: the run's own period on the header
+date, a correction on its payroll period's last day. With `ClosedPeriodPolicy.NEXT_OPEN` a period closed in the general
 ledger is booked in the first open period after it instead, and the journal says which period moved; it stays
 its own transaction (its identity is the period its lines belong to: journals/keys.py).
 """
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from nmbrs_visma.journals.calendar import financial_period, payroll_period_label, period_dates
 from nmbrs_visma.journals.frame import validate_lines
-from nmbrs_visma.journals.models import ClosedPeriodPolicy, FinancialPeriod, PayrollRun
+from nmbrs_visma.journals.models import ClosedPeriodPolicy, FinancialPeriod, PayrollRun, PeriodMapping, PeriodType
 
 Periods = Mapping[str, FinancialPeriod]
 
@@ -42,6 +44,32 @@ class PeriodJournal:
 def own_periods(run: PayrollRun) -> frozenset[str]:
     """The run's own periods (not corrections): `period_start`..`period_end` of the run's year."""
     return frozenset(f"{run.year:04d}{p:02d}" for p in range(run.period_start, run.period_end + 1))
+
+
+def payroll_bounds(payroll_period: str, period_type: PeriodType) -> tuple[dt.date, dt.date]:
+    """First and last day of a payroll period `YYYYPP` of a payroll of `period_type` (`ValueError` if none)."""
+    return period_dates(int(payroll_period[:4]), int(payroll_period[4:]), period_type)
+
+
+def payroll_label(payroll_period: str, period_type: PeriodType) -> str:
+    """`2026-03` for a month, `2026/13` for a four-week or week period."""
+    return payroll_period_label(int(payroll_period[:4]), int(payroll_period[4:]), period_type)
+
+
+def mapped_period(
+    payroll_period: str, run: PayrollRun, mapping: PeriodMapping | None, periods: Periods | None
+) -> str | None:
+    """The financial period the mapping gives a payroll period (before any closed-period move), or None."""
+    if mapping is None:
+        return None
+    if mapping is PeriodMapping.END_DATE and periods is None:
+        raise ValueError("an end_date period mapping needs Visma.net's financial periods")
+    try:
+        return financial_period(
+            int(payroll_period[:4]), int(payroll_period[4:]), run.period_type, mapping, periods or {}
+        )
+    except ValueError:  # not a period of this payroll: the checks say so
+        return None
 
 
 def period_bounds(period_id: str, periods: Periods | None = None) -> tuple[dt.date, dt.date] | None:
@@ -74,17 +102,69 @@ def target_period(period_id: str, periods: Periods | None, policy: ClosedPeriodP
     return next_open_period(period_id, periods) or period_id
 
 
-def booking_date(period_id: str, run: PayrollRun, header_date: dt.date | None, periods: Periods | None) -> dt.date:
-    """`transactionDate`: the header date in the run's own period (kept inside it), else the period's last day."""
+def booking_date(
+    period_id: str,
+    run: PayrollRun,
+    header_date: dt.date | None,
+    periods: Periods | None,
+    *,
+    payroll_period: str | None = None,
+    moved: bool = False,
+) -> dt.date:
+    """`transactionDate`, always inside the financial period booked in (`period_id`): the header date when it
+    lies inside and the lines are the run's own (or were moved past a closed period); else the payroll period's
+    last day, brought inside the financial period's dates (a 4-weekly period 13 ending on 3 January is booked on
+    31 December), or for moved lines the last day of the period they moved to."""
+    source = payroll_period or period_id
     bounds = period_bounds(period_id, periods)
     inside = header_date is not None and (bounds is None or bounds[0] <= header_date <= bounds[1])
-    if inside and period_id in own_periods(run):
+    if inside and (moved or source in own_periods(run)):
+        assert header_date is not None
         return header_date
     if bounds is not None:
-        return bounds[1]
+        if moved:
+            return bounds[1]
+        try:
+            last_day = payroll_bounds(source, run.period_type)[1]
+        except ValueError:
+            return bounds[1]
+        return min(max(last_day, bounds[0]), bounds[1])
     if header_date is None:
         raise ValueError(f"company {run.company_number} run {run.run_number}: no date for period {period_id}")
     return header_date
+
+
+@dataclass(frozen=True)
+class Booking:
+    """Where one payroll period's lines are booked, and on which date."""
+
+    payroll_period: str  # YYYYPP the lines belong to
+    period_id: str  # the financial period booked in
+    transaction_date: dt.date
+    moved_from: tuple[str, ...] = ()  # the closed financial period the lines were moved from (NEXT_OPEN)
+
+
+def book(
+    payroll_period: str,
+    run: PayrollRun,
+    header_date: dt.date | None,
+    periods: Periods | None,
+    *,
+    mapping: PeriodMapping | None = PeriodMapping.NUMBER,
+    policy: ClosedPeriodPolicy = ClosedPeriodPolicy.REFUSE,
+) -> Booking:
+    """The financial period (through `mapping`, then the closed-period `policy`) and date of a payroll period;
+    a payroll period that maps to no financial period is a `ValueError` (the checks refuse it first)."""
+    mapped = mapped_period(payroll_period, run, mapping, periods)
+    if mapped is None:
+        raise ValueError(
+            f"company {run.company_number} run {run.run_number}: payroll period "
+            f"{payroll_label(payroll_period, run.period_type)} maps to no financial period"
+        )
+    target = target_period(mapped, periods, policy)
+    moved = (mapped,) if target != mapped else ()
+    date = booking_date(target, run, header_date, periods, payroll_period=payroll_period, moved=bool(moved))
+    return Booking(payroll_period, target, date, moved)
 
 
 def moved_note(moved_from: tuple[str, ...], period_id: str) -> str:
@@ -99,6 +179,7 @@ def split_by_period(
     *,
     periods: Periods | None = None,
     policy: ClosedPeriodPolicy = ClosedPeriodPolicy.REFUSE,
+    mapping: PeriodMapping | None = PeriodMapping.NUMBER,
 ) -> list[PeriodJournal]:
     """One `PeriodJournal` per payroll period of the lines, ordered by that period; every line in exactly one."""
     validate_lines(lines)
@@ -107,16 +188,15 @@ def split_by_period(
     journals = []
     own = own_periods(run)
     for source in sorted(lines["period_id"].unique()):
-        target = target_period(source, periods, policy)
         part = lines[lines["period_id"] == source]
-        header_date = part["date"].max().date()
+        booking = book(source, run, part["date"].max().date(), periods, mapping=mapping, policy=policy)
         journals.append(
             PeriodJournal(
-                period_id=target,
-                transaction_date=booking_date(target, run, header_date, periods),
+                period_id=booking.period_id,
+                transaction_date=booking.transaction_date,
                 is_correction=source not in own,
                 lines=part,
-                moved_from=(source,) if source != target else (),
+                moved_from=booking.moved_from,
                 reference=run.reference,
                 payroll_period=source,
             )

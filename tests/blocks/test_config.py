@@ -85,6 +85,20 @@ def test_validation_errors_name_the_company_and_field() -> None:
     assert "companies[0] (company 1001): colour: Extra inputs are not permitted" in text
 
 
+def test_a_four_weekly_company_without_a_period_mapping_is_a_config_error_naming_it() -> None:
+    data = _example()
+    data["companies"][1]["period_type"] = "4-weeks"
+    with pytest.raises(ConfigError) as raised:
+        plan_config(data, EXAMPLE_ENV)
+    (problem,) = raised.value.problems
+    assert problem.startswith("companies[1] (company 1002): ")
+    assert "a 4-weeks payroll needs period_mapping" in problem
+    data["companies"][1]["period_mapping"] = "end_date"
+    planned = plan_config(data, EXAMPLE_ENV)
+    mapping = planned.mappings[1002].to_mapping()
+    assert (mapping.period_type, mapping.period_mapping) == ("4-weeks", "end_date")
+
+
 def test_a_company_mapped_twice_is_refused() -> None:
     data = _example()
     data["companies"].append(copy.deepcopy(data["companies"][0]))

@@ -37,7 +37,7 @@ def test_demo_run_builds_one_transaction_per_period(run, mapping, reference, che
     assert (january.is_correction, january.transaction_date) == (True, dt.date(2026, 1, 31))
     assert (march.is_correction, march.transaction_date) == (False, dt.date(2026, 3, 25))
     assert january.debit == Decimal("-100.50") and march.debit == Decimal("4800.00")
-    assert "correction 202601" in january.model().description.value
+    assert "correction 2026-01" in january.model().description.value
     assert january.model().transactionDate.value == dt.datetime(2026, 1, 31)
     assert len({t.posting_key for t in planned}) == 2
     march_lines = lines_payload(march)
@@ -125,7 +125,7 @@ def test_next_open_moves_a_closed_period_under_its_own_key(check_payload) -> Non
     assert june.is_correction and not july.is_correction
     assert june.transaction_date == july.transaction_date == dt.date(2025, 7, 25)  # inside July, the run's own
     assert "202506 booked in 202507" in june.note
-    assert "correction 202506 booked in 202507" in model.description.value
+    assert "correction 2025-06 booked in 202507" in model.description.value
     assert (june.line_count, june.debit_cents, july.line_count, july.debit_cents) == (2, 200, 2, 1000)
     # where the lines are booked never changes which journal they are
     refusing = make_mapping()
