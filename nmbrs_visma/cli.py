@@ -45,8 +45,12 @@ def demo() -> None:
 @app.command
 def post(
     *,
-    period: Annotated[str | None, Parameter(help="payroll period YYYY-MM (default: the previous month)")] = None,
+    period: Annotated[
+        str | None,
+        Parameter(help="only this period: YYYY-MM, a payroll period YYYY/NN (2026/13), or previous-month"),
+    ] = None,
     company: Companies = None,
+    payroll_run: Annotated[str | None, Parameter(help="only this run: its Nmbrs id or reference (NM2603R1)")] = None,
     journal_file: Annotated[Path | None, Parameter(help="an Nmbrs journal XML file (with one --company)")] = None,
     run: Annotated[int, Parameter(help="the journal file's run number (a second run of a period is 2)")] = 1,
     dry_run: bool = False,
@@ -54,13 +58,14 @@ def post(
         bool, Parameter(help="reverse a sent journal whose content changed, and post the new one")
     ] = False,
 ) -> None:
-    """Post the payroll journals of one period now (the same flow as the deployments)."""
+    """Post every locked payroll run not booked yet, or those of --period / --payroll-run (the deployments' flow)."""
     from nmbrs_visma.commands import run_post
 
     sys.exit(
         run_post(
             period=period,
             companies=company,
+            payroll_run=payroll_run,
             journal_file=journal_file,
             dry_run=dry_run,
             run_number=run,
@@ -72,8 +77,8 @@ def post(
 @app.command
 def backfill(
     *,
-    start: Annotated[str, Parameter(name="--from", help="first period YYYY-MM")],
-    end: Annotated[str, Parameter(name="--to", help="last period YYYY-MM")],
+    start: Annotated[str, Parameter(name="--from", help="first period: YYYY-MM, or a payroll period YYYY/NN")],
+    end: Annotated[str, Parameter(name="--to", help="last period, of the same form")],
     company: Companies = None,
     dry_run: bool = False,
     repost_changed: Annotated[

@@ -41,11 +41,13 @@ def run_post(
     dry_run: bool,
     run_number: int = 1,
     repost_changed: bool = False,
+    payroll_run: str | None = None,
 ) -> int:
     from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
     from nmbrs_visma.journal_file import JournalFileError
-    from nmbrs_visma.payroll_period import resolve_period
+    from nmbrs_visma.payroll_period import period_filter
     from nmbrs_visma.tasks.journal_file import file_period
+    from nmbrs_visma.tasks.runs import RunFilter
 
     try:
         if run_number < 1:
@@ -62,10 +64,14 @@ def run_post(
         else:
             if run_number != 1:
                 return _fail("--run names the run of a --journal-file; runs read from Nmbrs carry their own number")
-            label = str(resolve_period(period))
+            try:
+                label = str(RunFilter(period_filter(period) if period else None, payroll_run))
+            except ValueError as exc:
+                return _fail(str(exc))
         rows = post_payroll_journals(
-            period=label if journal_file is None or period else None,
+            period=period,
             companies=list(companies) if companies else None,
+            run=payroll_run,
             journal_file=str(journal_file) if journal_file else None,
             dry_run=dry_run,
             run_number=run_number,
@@ -80,10 +86,10 @@ def run_backfill(
     *, start: str, end: str, companies: Sequence[int] | None, dry_run: bool, repost_changed: bool = False
 ) -> int:
     from nmbrs_visma.flows.backfill import backfill_correction_periods
-    from nmbrs_visma.payroll_period import period_range
+    from nmbrs_visma.payroll_period import range_filter
 
     try:
-        period_range(start, end)
+        range_filter(start, end)
         rows = backfill_correction_periods(
             start=start,
             end=end,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nmbrs_visma.journals.models import PayrollRun
+from nmbrs_visma.journals.models import PayrollRun, PeriodType
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -56,6 +56,7 @@ class RunInfo:
     company_name: str = ""
     locked: bool = True
     description: str = ""
+    period_type: PeriodType = PeriodType.MONTH
 
 
 def journal_run(lines: pd.DataFrame, *, source: str, company_number: int, info: RunInfo = RunInfo()) -> PayrollRun:
@@ -86,6 +87,7 @@ def journal_run(lines: pd.DataFrame, *, source: str, company_number: int, info: 
         period_end=period,
         description=info.description or f"Nmbrs {source}",
         locked=info.locked,
+        period_type=info.period_type,
     )
 
 

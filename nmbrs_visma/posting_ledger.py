@@ -87,6 +87,21 @@ class PostingEntry(BaseModel):
     updated_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
+class CompletedRun(BaseModel):
+    """A payroll run whose every journal transaction is booked: the run-driven pass need not read it again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    company: int
+    year: int
+    period_end: int
+    period_type: str = Field(description="the company's period type when the run was posted (month, 4-weeks, 1-week)")
+    reference: str
+    transactions: int
+    flow_run_id: str | None = None
+
+
 class LedgerUnavailable(RuntimeError):
     """The posting ledger could not be read or written; nothing was decided or sent on it."""
 
@@ -120,6 +135,19 @@ POSTINGS = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_nmbrs_visma_postings_company_period", "company", "payroll_period"),
+)
+RUNS = sa.Table(
+    "nmbrs_visma_completed_runs",
+    _metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("company", sa.BigInteger, nullable=False, index=True),
+    sa.Column("year", sa.Integer, nullable=False),
+    sa.Column("period_end", sa.Integer, nullable=False),
+    sa.Column("period_type", sa.String(16), nullable=False),
+    sa.Column("reference", sa.String(64), nullable=False),
+    sa.Column("transactions", sa.Integer, nullable=False),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
 )
 _UPDATED = [c.name for c in POSTINGS.columns if c.name not in {"key", "fingerprint", "created_at"}]
 _SCHEMA_LOCK = 0x6E76_6C65_6467_6572  # "nvledger": serialises the first CREATE TABLE of concurrent workers
@@ -286,6 +314,33 @@ class PostingLedger:
             found = [_entry(row) for row in rows]
             connection.commit()
         return found
+
+    # -- completed runs ---------------------------------------------------------------------------------------
+
+    def completed_runs(self, companies: Iterable[int]) -> dict[int, list[CompletedRun]]:
+        """The runs recorded as completely booked, per company (every company asked for is a key)."""
+        wanted = sorted(set(companies))
+        found: dict[int, list[CompletedRun]] = {company: [] for company in wanted}
+        with self._connection() as connection:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in connection.execute(sa.select(RUNS).where(RUNS.c.company.in_(chunk))):
+                    values = dict(row._mapping)
+                    values.pop("completed_at")
+                    found[values["company"]].append(CompletedRun(**values))
+            connection.commit()
+        return found
+
+    def complete_runs(self, runs: Sequence[CompletedRun]) -> None:
+        """Record runs as completely booked (again: the newest record wins)."""
+        if not runs:
+            return
+        now = _now()
+        rows = [{**run.model_dump(), "completed_at": now} for run in {run.run_id: run for run in runs}.values()]
+        with self._connection() as connection, self._writes:
+            insert = (sqlite if connection.dialect.name == "sqlite" else postgresql).insert(RUNS).values(rows)
+            updated = {c.name: insert.excluded[c.name] for c in RUNS.columns if c.name != "run_id"}
+            _execute(connection, insert.on_conflict_do_update(index_elements=["run_id"], set_=updated))
 
     # -- locking ---------------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class Status(StrEnum):
     FAILED = "failed"
     DRY_RUN = "dry run"
     NO_RUN = "no run"
+    WAITING = "waiting"  # a run not locked in Nmbrs yet: posted by the first pass after it is locked
 
 
 PROBLEMS = frozenset({Status.REFUSED, Status.CHANGED, Status.PENDING, Status.FAILED})

@@ -15,7 +15,8 @@ How to use it::
     with NmbrsClient(auth=auth, subscription_key=SecretStr(...)) as nmbrs:
         for debtor in nmbrs.debtors():
             for company in nmbrs.companies(debtor.debtor_id):
-                for run in nmbrs.runs(company, 2026):
+                current = nmbrs.company_period(company.company_id)   # its period type: month, 4-weeks, 1-week
+                for run in nmbrs.runs(company, current.year, period_type=current.period_type):
                     lines = nmbrs.journals(run, kind="journalscostcenterunit")
 """
 
@@ -51,7 +52,8 @@ from nmbrs_visma.clients.http import (
     ValidationError,
     tls_context,
 )
-from nmbrs_visma.journals.models import PayrollRun
+from nmbrs_visma.journals.calendar import periods_in_year
+from nmbrs_visma.journals.models import PayrollRun, PeriodType
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
 
 logger = logging.getLogger(__name__)
@@ -367,6 +369,16 @@ class NmbrsCompany(_Resource):
     debtor_id: str = ""
 
 
+class CompanyPeriod(_Resource):
+    """A company's current payroll period (`CompanyPeriod` in the spec), numbered in its own period type."""
+
+    company_id: str
+    period_type: PeriodType
+    year: int
+    period: int
+    display_period: str = ""
+
+
 def journal_kind(*, cost_center: bool, cost_unit: bool) -> JournalKind:
     """The journal export that carries the dimensions a mapping books (cost unit implies cost center)."""
     if cost_unit:
@@ -501,23 +513,56 @@ class NmbrsClient(ApiClient):
             )
         return companies
 
-    def current_period(self, company_id: str) -> tuple[int, int]:
-        """(year, period) the company is working on now."""
+    def company_period(self, company_id: str) -> CompanyPeriod:
+        """The company's period type and the period it is working on now, in that type's numbering.
+
+        Strict: a `periodType` outside the spec's enum, or a period the type's year does not have, is an
+        `NmbrsResponseError` naming the company and the value (a guessed type would number every run wrong)."""
         path = f"/api/companies/{_uuid(company_id, 'company id')}/period"
         body = self._json(path, None, f"current period of company {company_id}")
         data = body.get("data") if isinstance(body, dict) else None
         item = data[0] if isinstance(data, list) and data else data
         period = item.get("period") if isinstance(item, dict) else None
         if (
-            not isinstance(period, dict)
-            or not isinstance(period.get("year"), int)
-            or not isinstance(period.get("period"), int)
+            not isinstance(item, dict)
+            or not isinstance(period, dict)
+            or not _is_int(period.get("year"))
+            or not _is_int(period.get("period"))
         ):
             raise self._unexpected(path, f"company {company_id}: the answer holds no period {{year, period}}")
-        return period["year"], period["period"]
+        period_type = _period_type(item.get("periodType"))
+        if period_type is None:
+            raise self._unexpected(
+                path,
+                f"company {company_id}: periodType {item.get('periodType')!r} is not one of "
+                f"{', '.join(t.value for t in PeriodType)}",
+            )
+        year, number = period["year"], period["period"]
+        try:
+            _check_period(number, year, period_type)
+        except ValueError as exc:
+            raise self._unexpected(path, f"company {company_id}: current {exc}") from None
+        display = item.get("displayPeriod")
+        return CompanyPeriod(
+            company_id=company_id,
+            period_type=period_type,
+            year=year,
+            period=number,
+            display_period=display if isinstance(display, str) else "",
+        )
 
-    def runs(self, company: NmbrsCompany, year: int) -> list[PayrollRun]:
-        """Every payroll run of the company in `year` (all pages), by run number."""
+    def current_period(self, company_id: str) -> tuple[int, int]:
+        """(year, period) the company is working on now, in its own period type (see `company_period`)."""
+        current = self.company_period(company_id)
+        return current.year, current.period
+
+    def runs(self, company: NmbrsCompany, year: int, *, period_type: PeriodType = PeriodType.MONTH) -> list[PayrollRun]:
+        """Every payroll run of the company in `year` (all pages), by run number.
+
+        `period_type` is the company's (`company_period`): it numbers the runs' periods, is set on every run,
+        and bounds them (1..12, 1..13, 1..52/53); a period outside it, or a run ending before it starts, is an
+        `NmbrsResponseError`."""
+        period_type = PeriodType(period_type)
         path = f"/api/companies/{_uuid(company.company_id, 'company id')}/runs"
         what = f"runs of company {company.number} in {year}"
         runs = []
@@ -525,6 +570,11 @@ class NmbrsClient(ApiClient):
             run_id = str(self._field(item, "payrollRunId", what, path))
             label = f"company {company.number}, run {run_id}"
             try:
+                run_year = int(item.get("year") or year)
+                start = _period(self._field(item, "periodStart", label, path), run_year, period_type)
+                end = _period(self._field(item, "periodEnd", label, path), run_year, period_type)
+                if start > end:
+                    raise ValueError(f"periodStart {start} lies after periodEnd {end}")
                 runs.append(
                     PayrollRun(
                         company_id=company.company_id,
@@ -532,11 +582,12 @@ class NmbrsClient(ApiClient):
                         company_name=company.name,
                         run_id=run_id,
                         run_number=int(self._field(item, "number", label, path)),
-                        year=int(item.get("year") or year),
-                        period_start=_period(self._field(item, "periodStart", label, path)),
-                        period_end=_period(self._field(item, "periodEnd", label, path)),
+                        year=run_year,
+                        period_start=start,
+                        period_end=end,
                         description=str(item.get("description") or ""),
                         locked=item.get("locked") is True,
+                        period_type=period_type,
                     )
                 )
             except (ValueError, TypeError) as exc:
@@ -607,16 +658,42 @@ def _uuid(value: str, what: str) -> str:
         raise ValueError(f"{what} {value!r} is not a uuid") from None
 
 
-def _period(value: Any) -> int:
-    """periodStart/periodEnd: the spec types them integer (with a stray date-time format); accept both."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _period_type(value: Any) -> PeriodType | None:
+    """`periodType` as the spec's enum (`month`, `4-weeks`, `1-week`), or None for anything else."""
+    try:
+        return PeriodType(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _check_period(number: int, year: int, period_type: PeriodType) -> None:
+    """`ValueError` unless payroll period `number` exists in `year` for `period_type`."""
+    count = periods_in_year(year, period_type)
+    if not 1 <= number <= count:
+        raise ValueError(f"period {number} of {year} does not exist for a {period_type.value} company (1..{count})")
+
+
+def _period(value: Any, year: int, period_type: PeriodType = PeriodType.MONTH) -> int:
+    """periodStart/periodEnd in the company's numbering, checked against the year's periods of its type.
+
+    The spec types them integer with a stray date-time format; a date-time is read as its month for a monthly
+    company only: a four-weekly or weekly period cannot be told from a month, so there it is refused."""
     if isinstance(value, bool):
         raise ValueError(f"period {value!r} is not a number")
     if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).month
-    except ValueError:
-        raise ValueError(f"period {value!r} is neither a number nor a date-time") from None
+        number = value
+    elif (text := str(value).strip()).isdigit():
+        number = int(text)
+    elif period_type is not PeriodType.MONTH:
+        raise ValueError(f"period {value!r} is not a number of a {period_type.value} period")
+    else:
+        try:
+            number = dt.datetime.fromisoformat(text.replace("Z", "+00:00")).month
+        except ValueError:
+            raise ValueError(f"period {value!r} is neither a number nor a date-time") from None
+    _check_period(number, year, period_type)
+    return number

@@ -26,7 +26,6 @@ from nmbrs_visma.blocks.mapping import LoadedMappings
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
 from nmbrs_visma.journals.models import AdministrationMapping, Refusal
-from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import find_nmbrs_companies
 from nmbrs_visma.tasks.plan import refused_row
@@ -53,20 +52,20 @@ class Selection:
     rows: list[StatusRow] = field(default_factory=list)
 
 
-def select_companies(loaded: LoadedMappings, companies: Sequence[int] | None, period: PayrollPeriod) -> Selection:
+def select_companies(loaded: LoadedMappings, companies: Sequence[int] | None) -> Selection:
     wanted = sorted(set(companies)) if companies else sorted(set(loaded.mappings) | set(loaded.duplicates))
     selection = Selection(mappings={}, nmbrs_accounts={})
     duplicates = {refusal.company: refusal for refusal in loaded.refusals()}
     for company in wanted:
         if company in duplicates:
-            selection.rows.append(refused_row(company, [duplicates[company]], period=period))
+            selection.rows.append(refused_row(company, [duplicates[company]]))
         elif company not in loaded.mappings:
             unmapped = Refusal(
                 code="unmapped_company",
                 company=company,
                 message=f"company {company} has no administration mapping (add it to the config and apply it)",
             )
-            selection.rows.append(refused_row(company, [unmapped], period=period))
+            selection.rows.append(refused_row(company, [unmapped]))
         else:
             selection.mappings[company] = loaded.mappings[company]
             selection.nmbrs_accounts[company] = loaded.nmbrs_accounts.get(company)

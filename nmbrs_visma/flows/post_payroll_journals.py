@@ -20,13 +20,14 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nmbrs_visma.blocks.mapping import load_mappings
+from nmbrs_visma.flows.administrations import Administrations, Pass, preview
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
-from nmbrs_visma.flows.period import PeriodRun, StatusBoard, preview
-from nmbrs_visma.payroll_period import PayrollPeriod, resolve_period
+from nmbrs_visma.payroll_period import period_filter, today
 from nmbrs_visma.posting_ledger import PostingLedger
 from nmbrs_visma.results import PROBLEMS, StatusRow, sort_rows, summary
 from nmbrs_visma.tasks.journal_file import file_period
 from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, publish_results
+from nmbrs_visma.tasks.runs import RunFilter
 
 MAX_WORKERS_ENV = "NMBRS_VISMA_MAX_WORKERS"
 
@@ -38,16 +39,16 @@ def max_workers() -> int:
 
 
 def task_threads() -> int:
-    """The flow's task runner threads: the `post` lane at its limit, twice `max_workers` (flows/period.py; the
-    `read` and `look` lanes have threads of their own)."""
-    return 2 * max_workers()
+    """The flow's task runner threads, for the set-up tasks (tokens, company lists): the administrations run in
+    threads of their own (flows/administrations.py)."""
+    return max_workers()
 
 
 # -- the flow -----------------------------------------------------------------------------------------------
 
 
-def run_periods(
-    periods: Sequence[PayrollPeriod],
+def run_pass(
+    run_filter: RunFilter,
     companies: Sequence[int] | None,
     *,
     journal_file: str | None,
@@ -57,47 +58,41 @@ def run_periods(
     run_number: int = 1,
     repost_changed: bool = False,
 ) -> list[StatusRow]:
-    """The stages shared by both flows: configuration and connections once, then each period in turn."""
+    """The stages shared by both flows: configuration and connections once, then every administration's line."""
     log = get_run_logger()
     path = Path(journal_file) if journal_file else None
     if path is not None and (not companies or len(set(companies)) != 1):
         raise ValueError("a journal file belongs to exactly one company: give exactly one company with it")
-    if path is not None and len(periods) != 1:
-        raise ValueError("a journal file is posted for one period, not a range")
-    selection = select_companies(load_mappings(), companies, periods[0])
+    selection = select_companies(load_mappings(), companies)
     ledger = PostingLedger(pool_size=2 * max_workers() + 4)
     connections = connect_accounts(selection, use_nmbrs=path is None)
-    rows: list[StatusRow] = []
-    files: list[PayloadFile] = []
-    payload_dir = output_dir() if dry_run else None
-    board = None if dry_run else StatusBoard(title)  # a dry run's rows are known only after the preview
+    work = Pass(
+        selection,
+        connections,
+        ledger,
+        run_filter,
+        workers=max_workers(),
+        today=today(),
+        post=not dry_run,
+        repost_changed=repost_changed,
+        journal_file=path,
+        run_number=run_number,
+        title=title,
+    )
+    if path is None:  # the runs booked before (skipped when run-driven) and the period types they record
+        work.completed = ledger.completed_runs(selection.mappings)
+    administrations = Administrations(work)
     try:
-        for number, period in enumerate(periods, start=1):
-            run = PeriodRun(
-                selection,
-                connections,
-                period,
-                ledger=ledger,
-                workers=max_workers(),
-                journal_file=path,
-                run_number=run_number,
-                post=not dry_run,
-                board=board,
-                last_period=number == len(periods),
-                repost_changed=repost_changed,
-            )
-            run.run()
-            rows.extend(run.rows)
-            if dry_run:
-                preview_rows, preview_files = preview(run.postings, ledger, payload_dir or output_dir())
-                rows.extend(preview_rows)
-                files.extend(preview_files)
+        administrations.run()
     finally:
         connections.close()
-        if board is not None:
-            board.close()  # the status artifacts still queued
+    rows = administrations.rows
+    files: list[PayloadFile] = []
+    if dry_run:
+        preview_rows, files = preview(administrations.postings, ledger, output_dir())
+        rows = rows + preview_rows
     rows = sort_rows([*selection.rows, *rows])
-    publish_results(rows, title=title, run_key=run_key, dry_run=dry_run, published=board.published if board else set())
+    publish_results(rows, title=title, run_key=run_key, dry_run=dry_run, published=administrations.published)
     if dry_run:
         publish_payloads(files, title=title, run_key=run_key)
     log.info("%s: %s", title, summary(rows))
@@ -110,35 +105,41 @@ def run_periods(
 @flow(
     name="post-payroll-journals",
     task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
-    description="Post one payroll month's journals from Nmbrs to the Visma.net general ledger, exactly once.",
+    description="Post every locked Nmbrs payroll run not yet booked (or those of a period or run) to the Visma.net "
+    "general ledger, exactly once.",
 )
 def post_payroll_journals(
     period: str | None = None,
     companies: list[int] | None = None,
+    run: str | None = None,
     journal_file: str | None = None,
     dry_run: bool = False,
     run_number: int = 1,
     repost_changed: bool = False,
 ) -> list[StatusRow]:
-    """Post the payroll journals of `period` (YYYY-MM; default the previous month in Europe/Amsterdam).
+    """Post every locked payroll run of the mapped companies that is not booked yet (this year's, and last
+    year's until a run of this year is booked); unlocked runs are reported as waiting.
 
-    companies: Nmbrs company numbers (default: every mapped company). journal_file: an Nmbrs journal XML file
-    to post instead of reading the API (with exactly one company): its run's period is its latest period, and
-    `period`, when given, must agree. run_number: the file's run number (default 1; a second run of the same
-    period is 2). dry_run: build and show the exact payloads, send nothing. repost_changed: a journal sent
-    before whose content changed is reversed and posted again (otherwise it is reported `changed`).
+    period: only the runs of `YYYY-MM` (a month: a 4-weekly or weekly company's periods ending in it), of a
+    payroll period `YYYY/NN` (e.g. 2026/13), or `previous-month`. companies: Nmbrs company numbers (default:
+    every mapped company). run: one run, by its Nmbrs id or reference (e.g. NM2603R1). journal_file: an Nmbrs
+    journal XML file to post instead of reading the API (with exactly one company): its run's period is its
+    latest period, and `period`, when given, must agree. run_number: the file's run number (default 1).
+    dry_run: build and show the exact payloads, send nothing. repost_changed: a journal sent before whose content
+    changed is reversed and posted again (otherwise it is reported `changed`).
     """
     if journal_file and companies:
-        payroll_period = file_period(Path(journal_file), companies[0], period)
+        run_filter = RunFilter(period=file_period(Path(journal_file), companies[0], period))
     else:
-        payroll_period = resolve_period(period)
-    return run_periods(
-        [payroll_period],
+        run_filter = RunFilter(period=period_filter(period) if period else None, run=run or None)
+    label = "" if run_filter.run_driven else f" {run_filter}"
+    return run_pass(
+        run_filter,
         companies,
         journal_file=journal_file,
         dry_run=dry_run,
-        title=f"Payroll journals {payroll_period}",
-        run_key=f"payroll-journals-{payroll_period}",
+        title=f"Payroll journals{label}",
+        run_key="payroll-journals" + ("-" + str(run_filter).replace("/", "-") if label else ""),
         run_number=run_number,
         repost_changed=repost_changed,
     )

@@ -1,4 +1,4 @@
-"""Extract a company's payroll journals of one period from Nmbrs (or from a journal file given by hand).
+"""Extract the journals of a company's runs from Nmbrs (or from a journal file given by hand).
 
 Which journal the API is asked for follows the mapping: with cost centers and cost units
 `journalscostcenterunit`, with cost centers only `journalscostcenter`, else `journals` (a mapping with cost
@@ -7,6 +7,7 @@ units only also needs `journalscostcenterunit`: it is the only kind that carries
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.journals.models import AdministrationMapping, PayrollRun
 from nmbrs_visma.journals.nmbrs_xml import JournalXmlError
-from nmbrs_visma.payroll_period import PayrollPeriod
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
@@ -40,20 +40,12 @@ class RunJournal:
 
 @dataclass(frozen=True)
 class CompanyJournals:
-    """What extraction found for one company in one period."""
+    """What extraction found for one company: its runs to post with their journals."""
 
     company: int
     company_name: str = ""
     runs: list[RunJournal] = field(default_factory=list)
     error: str | None = None  # the source as a whole could not be read (a journal file)
-
-
-def runs_of_period(runs: list[PayrollRun], period: PayrollPeriod) -> list[PayrollRun]:
-    """The runs whose (last) payroll period is the month asked for, in run order, each with its place in the
-    period (`sequence`): Nmbrs numbers runs through the year, a journal file names its run within the period."""
-    chosen = [run for run in runs if run.year == period.year and run.period_end == period.month]
-    ordered = sorted(chosen, key=lambda run: run.run_number)
-    return [run.model_copy(update={"sequence": place}) for place, run in enumerate(ordered, start=1)]
 
 
 @task(name="find-nmbrs-companies", task_run_name="find-nmbrs-companies-{account}", cache_policy=NO_CACHE, retries=1)
@@ -68,10 +60,10 @@ def find_nmbrs_companies(account: str, client: NmbrsClient) -> dict[int, NmbrsCo
 
 
 def extract_journals(
-    company_number: int, company: NmbrsCompany, client: NmbrsClient, period: PayrollPeriod, kind: str
+    company_number: int, company: NmbrsCompany, client: NmbrsClient, runs: Sequence[PayrollRun], kind: str
 ) -> CompanyJournals:
-    """The company's runs of `period` and their journals (all reads: safe to retry)."""
-    runs = runs_of_period(client.runs(company, period.year), period)
+    """The journals of the company's runs to post (all reads: safe to retry); a journal that cannot be parsed
+    is that run's error, the others are read on."""
     journals = []
     for run in runs:
         try:

@@ -11,29 +11,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmbrs_visma.journal_file import JournalFileError, RunInfo, read_journal_file
+from nmbrs_visma.journals.models import AdministrationMapping
 from nmbrs_visma.journals.nmbrs_xml import JournalXmlError
-from nmbrs_visma.payroll_period import PayrollPeriod, parse_period
+from nmbrs_visma.payroll_period import PeriodFilter, period_filter
 from nmbrs_visma.tasks.extract import CompanyJournals, RunJournal
 
 
-def file_period(path: Path, company: int, given: str | None = None) -> PayrollPeriod:
-    """The payroll period of a file's run: its latest period (earlier ones are corrections). `given`, the period
-    asked for, must agree: a `JournalFileError` names both when it does not."""
+def file_period(path: Path, company: int, given: str | None = None) -> PeriodFilter:
+    """The payroll period of a file's run: its latest period (earlier ones are corrections), as a filter.
+    `given`, the period asked for (a month or a payroll period), must agree: a `JournalFileError` names both
+    when it does not."""
     run = read_journal_file(path, company_number=company).run
-    period = PayrollPeriod(run.year, run.period_end)
-    if given is not None and parse_period(given) != period:
+    asked = period_filter(given) if given is not None else None
+    monthly = run.period_end <= 12 and (asked is None or asked.monthly)  # shown as the admin gave it
+    own = PeriodFilter((run.year, run.period_end), (run.year, run.period_end), monthly=monthly)
+    if asked is None:
+        return own
+    if asked.first != asked.last or asked.first != own.first:
         raise JournalFileError(
-            f"journal file {path.name} (company {company}) is the run of {period} (its latest period), not of "
-            f"{parse_period(given)}: give --period {period} or leave it out"
+            f"journal file {path.name} (company {company}) is the run of period {own} (its latest period), not "
+            f"of {asked}: give --period {own} or leave it out"
         )
-    return period
+    return own
 
 
-def file_journals(path: Path, company: int, period: PayrollPeriod, run_number: int = 1) -> CompanyJournals:
-    """The file's journal as the company's only run of `period` (which must be the file's own: `file_period`)."""
+def file_journals(
+    path: Path, company: int, period: PeriodFilter | None, run_number: int, mapping: AdministrationMapping
+) -> CompanyJournals:
+    """The file's journal as the company's only run (of `period`, when given: `file_period`); the run pays per
+    the mapping's `period_type`."""
     try:
-        journal = read_journal_file(path, company_number=company, info=RunInfo(run_number=run_number))
-        if (journal.run.year, journal.run.period_end) != (period.year, period.month):
+        info = RunInfo(run_number=run_number, period_type=mapping.period_type)
+        journal = read_journal_file(path, company_number=company, info=info)
+        if period is not None and (journal.run.year, journal.run.period_end) != period.first:
             raise JournalFileError(
                 f"{journal.source}: the file's run is of {journal.run.year}, period "
                 f"{journal.run.period_end}, not of {period}"

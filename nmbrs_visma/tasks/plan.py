@@ -1,8 +1,8 @@
-"""Eligibility and the plan of one company's period: every refusal reason, or the transactions to post.
+"""Eligibility and the plan of a company's runs: every refusal reason, or the transactions to post.
 
 Pure (no Prefect, no I/O): the core checks and builds, this module only turns their answers into status rows
-and `Posting`s. A company with any refused run in the period posts nothing in that period, so a payroll month
-is never half booked.
+and `Posting`s. A payroll period with any refused run of the company posts none of its runs, so a payroll
+period is never half booked.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pandas as pd
 from nmbrs_visma.journals.build import PlannedTransaction, RunContext, RunPlan, build_many, plan_run, with_run_id
 from nmbrs_visma.journals.keys import mapping_administration_id
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
-from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals
 from nmbrs_visma.tasks.posting import Posting
@@ -39,7 +38,7 @@ def refused_row(
     company: int,
     refusals: Sequence[Refusal],
     *,
-    period: PayrollPeriod | None = None,
+    period: str = "",
     company_name: str = "",
     administration: str = "",
     reference: str = "",
@@ -49,7 +48,7 @@ def refused_row(
         company=company,
         company_name=company_name,
         administration=administration,
-        period=period.period_id if period else "",
+        period=period,
         reference=reference,
         status=status,
         reason=refusal_text(refusals),
@@ -57,15 +56,23 @@ def refused_row(
     )
 
 
-def plan_company(
-    journals: CompanyJournals,
-    mapping: AdministrationMapping,
-    reference: AdministrationReference,
-    period: PayrollPeriod,
+def plan_or_fail(
+    journals: CompanyJournals, mapping: AdministrationMapping, reference: AdministrationReference
 ) -> CompanyPlan:
-    """Check every run of the company's period; build the transactions only when all runs pass."""
+    """`plan_company`, with a bug or a bad frame turned into the company's failed row (others go on)."""
+    try:
+        return plan_company(journals, mapping, reference)
+    except Exception as exc:
+        reason = f"preparing the journals of company {journals.company} failed: {type(exc).__name__}: {exc}"
+        return CompanyPlan(rows=[StatusRow(company=journals.company, status=Status.FAILED, reason=reason)])
+
+
+def plan_company(
+    journals: CompanyJournals, mapping: AdministrationMapping, reference: AdministrationReference
+) -> CompanyPlan:
+    """Check every run of the company; build a payroll period's transactions only when all its runs pass."""
     plans = {run.run_id: plan_run(lines, run, mapping, reference) for run, lines in _readable_runs(journals)}
-    return _company_plan(journals, mapping, reference, period, plans)
+    return _company_plan(journals, mapping, reference, plans)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class CompanyRead:
     reference: AdministrationReference
 
 
-def plan_companies(companies: Sequence[CompanyRead], period: PayrollPeriod) -> list[CompanyPlan]:
+def plan_companies(companies: Sequence[CompanyRead]) -> list[CompanyPlan]:
     """`plan_company` of each company, with one `build_many` over all their runs: pandas costs a fixed few
     milliseconds per call, more than a run's few hundred lines (7.4 ms a company alone, 2.1 ms in batches of
     eight). Raises what `build_many` raises, for the batch as a whole: plan the companies one by one then."""
@@ -90,7 +97,16 @@ def plan_companies(companies: Sequence[CompanyRead], period: PayrollPeriod) -> l
             contexts[run.run_id] = RunContext(run, read.mapping, read.reference)
             frames.append(with_run_id(lines, run))
     plans = build_many(pd.concat(frames, ignore_index=True), contexts) if frames else {}
-    return [_company_plan(read.journals, read.mapping, read.reference, period, plans) for read in companies]
+    return [_company_plan(read.journals, read.mapping, read.reference, plans) for read in companies]
+
+
+def plan_read_companies(reads: Sequence[CompanyRead]) -> list[CompanyPlan]:
+    """`plan_companies`; when the batch fails as a whole, each company alone (`plan_or_fail`), so a failure
+    becomes its own company's row and the others are planned as usual."""
+    try:
+        return plan_companies(reads)
+    except Exception:
+        return [plan_or_fail(read.journals, read.mapping, read.reference) for read in reads]
 
 
 def _readable_runs(journals: CompanyJournals) -> list[tuple[PayrollRun, pd.DataFrame]]:
@@ -100,85 +116,79 @@ def _readable_runs(journals: CompanyJournals) -> list[tuple[PayrollRun, pd.DataF
     return [(journal.run, journal.lines) for journal in journals.runs if journal.lines is not None]
 
 
+def run_period(run: PayrollRun) -> str:
+    """The run's (last) payroll period as `YYYYPP`, the period its rows name."""
+    return f"{run.year:04d}{run.period_end:02d}"
+
+
 def _company_plan(
     journals: CompanyJournals,
     mapping: AdministrationMapping,
     reference: AdministrationReference,
-    period: PayrollPeriod,
     plans: Mapping[str, RunPlan],
 ) -> CompanyPlan:
-    """The company's rows or postings from its runs' plans (`plans` holds at least every readable run's)."""
+    """The company's rows or postings from its runs' plans (`plans` holds at least every readable run's). A
+    payroll period with a refused run posts none of its runs, so a period is never half booked."""
     administration = mapping_administration_id(mapping, reference)
     name = journals.company_name
     if journals.error is not None:
         invalid = Refusal(code="invalid_journal", company=journals.company, message=journals.error)
-        return CompanyPlan(
-            rows=[refused_row(journals.company, [invalid], period=period, administration=administration)]
-        )
-    if not journals.runs:
-        row = StatusRow(
-            company=journals.company,
-            company_name=name,
-            administration=administration,
-            period=period.period_id,
-            status=Status.NO_RUN,
-            reason=f"no payroll run for {period} in Nmbrs",
-        )
-        return CompanyPlan(rows=[row])
+        return CompanyPlan(rows=[refused_row(journals.company, [invalid], administration=administration)])
     refused: dict[str, list[Refusal]] = {}
-    planned: list[tuple[PayrollRun, PlannedTransaction]] = []
     for journal in journals.runs:
         run = journal.run
         if journal.lines is None:
             refused[run.run_id] = [_invalid(run, journal.error or "journal could not be read")]
+        elif plans[run.run_id].refused:
+            refused[run.run_id] = list(plans[run.run_id].refusals)
+    blocked = {run_period(j.run) for j in journals.runs if j.run.run_id in refused}
+    plan = CompanyPlan()
+    for journal in journals.runs:
+        run = journal.run
+        if run_period(run) not in blocked:
+            plan.postings.extend(_posting(journals, mapping, run, t) for t in plans[run.run_id].transactions)
             continue
-        plan = plans[run.run_id]
-        if plan.refused:
-            refused[run.run_id] = list(plan.refusals)
-        planned.extend((run, transaction) for transaction in plan.transactions)
-    if refused:
-        rows = []
-        for journal in journals.runs:
-            reasons = refused.get(journal.run.run_id) or [
-                Refusal(
-                    code="invalid_journal",
-                    company=journals.company,
-                    message=f"run {journal.run.reference} not sent: another run of company "
-                    f"{journals.company} in {period} was refused",
-                )
-            ]
-            rows.append(
-                refused_row(
-                    journals.company,
-                    reasons,
-                    period=period,
-                    company_name=name,
-                    administration=administration,
-                    reference=journal.run.reference,
-                )
+        reasons = refused.get(run.run_id) or [
+            Refusal(
+                code="invalid_journal",
+                company=journals.company,
+                message=f"run {run.reference} not sent: another run of company {journals.company} in the same "
+                "payroll period was refused",
             )
-        return CompanyPlan(rows=rows)
-    postings = [
-        Posting(
-            key=transaction.posting_key,
-            fingerprint=transaction.fingerprint,
-            company=journals.company,
-            company_name=name,
-            run_id=run.run_id,
-            reference=run.reference,
-            administration=transaction.administration_id,
-            payroll_period=transaction.payroll_period,
-            period_id=transaction.financial_period,
-            lines=transaction.line_count,
-            debit=transaction.debit,
-            credit=transaction.credit,
-            payload=transaction.payload,
-            release=mapping.release,
-            note=transaction.note,
+        ]
+        plan.rows.append(
+            refused_row(
+                journals.company,
+                reasons,
+                period=run_period(run),
+                company_name=name,
+                administration=administration,
+                reference=run.reference,
+            )
         )
-        for run, transaction in planned
-    ]
-    return CompanyPlan(postings=postings)
+    return plan
+
+
+def _posting(
+    journals: CompanyJournals, mapping: AdministrationMapping, run: PayrollRun, transaction: PlannedTransaction
+) -> Posting:
+    return Posting(
+        key=transaction.posting_key,
+        fingerprint=transaction.fingerprint,
+        company=journals.company,
+        company_name=journals.company_name,
+        run_id=run.run_id,
+        reference=run.reference,
+        administration=transaction.administration_id,
+        payroll_period=transaction.payroll_period,
+        period_id=transaction.financial_period,
+        lines=transaction.line_count,
+        debit=transaction.debit,
+        credit=transaction.credit,
+        payload=transaction.payload,
+        release=mapping.release,
+        note=transaction.note,
+    )
 
 
 def _invalid(run: PayrollRun, error: str) -> Refusal:

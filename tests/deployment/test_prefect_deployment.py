@@ -88,11 +88,15 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
                 get_client(sync_client=True) as client,
             ):
                 deployments = {d.name: d for d in client.read_deployments()}
-                assert set(deployments) == {"monthly", "manual", "backfill"}
+                assert set(deployments) == {"daily", "monthly", "manual", "backfill"}
                 monthly = deployments["monthly"]
                 (schedule,) = monthly.schedules
                 assert schedule.schedule.cron == "0 6 5 * *"
                 assert schedule.schedule.timezone == "Europe/Amsterdam"
+                assert monthly.parameters == {"period": "previous-month"}
+                (daily,) = deployments["daily"].schedules
+                assert (daily.schedule.cron, daily.schedule.timezone) == ("0 6 * * *", "Europe/Amsterdam")
+                assert deployments["daily"].parameters == {}
                 for deployment in deployments.values():
                     assert deployment.pull_steps == []
                     assert deployment.work_pool_name == POOL
@@ -102,7 +106,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
                     assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
                 assert not deployments["manual"].schedules and not deployments["backfill"].schedules
                 form = deployments["manual"].parameter_openapi_schema["properties"]
-                assert {"period", "companies", "journal_file", "dry_run"} <= set(form)
+                assert {"period", "companies", "run", "journal_file", "dry_run"} <= set(form)
 
                 # as the UI's "Run" with custom parameters does
                 run = client.create_flow_run_from_deployment(

@@ -13,7 +13,6 @@ import pytest
 from nmbrs_visma.blocks.mapping import LoadedMappings
 from nmbrs_visma.flows.connections import Connections, select_companies
 from nmbrs_visma.journals.models import AdministrationMapping
-from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import COMPANIES, DEMO_PERIOD, DEMO_YEAR, TENANTS
 
@@ -40,7 +39,7 @@ def test_a_company_without_nmbrs_account_is_refused_only_when_the_run_reads_the_
     loaded = LoadedMappings(
         mappings={7001: _mapping(7001), 1001: _mapping(1001)}, nmbrs_accounts={7001: None, 1001: "default"}
     )
-    selection = select_companies(loaded, None, PayrollPeriod(DEMO_YEAR, DEMO_PERIOD))
+    selection = select_companies(loaded, None)
     assert selection.nmbrs_accounts == {7001: None, 1001: "default"}  # None carried through, not "default"
     assert selection.rows == []
 

@@ -1,4 +1,4 @@
-"""Companies planned together (tasks/plan.py `plan_companies`, tasks/prepare.py `plan_read_companies`).
+"""Companies planned together (tasks/plan.py `plan_companies`, `plan_read_companies`).
 
 One `build_many` over several companies' runs must give each company exactly what planning it alone gives:
 the same rows, the same postings, byte for byte the same payloads, whatever mix of sendable, refused, empty
@@ -11,14 +11,11 @@ from __future__ import annotations
 import pytest
 
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
-from nmbrs_visma.payroll_period import PayrollPeriod
 from nmbrs_visma.results import Status
 from nmbrs_visma.tasks.extract import CompanyJournals, RunJournal
-from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_companies, plan_company
-from nmbrs_visma.tasks.prepare import plan_read_companies
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_companies, plan_company, plan_read_companies
 from tests.journals.builders import MARCH_WITH_CORRECTION, demo_reference, journal_xml, line_xml, make_mapping, make_run
 
-MARCH = PayrollPeriod(2026, 3)
 UNKNOWN_ACCOUNT = journal_xml(
     [("20260325", "3/2026", [line_xml("9999", "10,00", "debit"), line_xml("1700", "10,00", "credit")])]
 )
@@ -40,14 +37,14 @@ def _company(number: int, *runs: tuple[str, bytes | None], error: str | None = N
 
 
 def _alone(company: CompanyRead) -> CompanyPlan:
-    return plan_company(company.journals, company.mapping, company.reference, MARCH)
+    return plan_company(company.journals, company.mapping, company.reference)
 
 
 def _mix() -> list[CompanyRead]:
     return [
         _company(1002, ("run-1002", MARCH_WITH_CORRECTION)),  # sendable: two periods
         _company(1003, ("run-1003", UNKNOWN_ACCOUNT)),  # refused
-        _company(1004),  # no run in the period
+        _company(1004),  # no run to post: nothing to plan (the runs finder reports it)
         _company(1005, error="the journal file could not be read"),  # unreadable source
         _company(1006, ("run-1006a", MARCH_WITH_CORRECTION), ("run-1006b", None)),  # one run unreadable
         _company(1007, ("run-1007a", MARCH_WITH_CORRECTION), ("run-1007b", MARCH_WITH_CORRECTION)),  # two runs
@@ -57,11 +54,11 @@ def _mix() -> list[CompanyRead]:
 def test_a_batch_plans_each_company_as_planning_it_alone_does() -> None:
     companies = _mix()
     alone = [_alone(company) for company in companies]
-    together = plan_companies(companies, MARCH)
+    together = plan_companies(companies)
     assert together == alone
     sendable = [plan for plan in together if plan.postings]
     assert [p.postings[0].company for p in sendable] == [1002, 1007]
-    assert {row.status for plan in together for row in plan.rows} == {Status.REFUSED, Status.NO_RUN}
+    assert {row.status for plan in together for row in plan.rows} == {Status.REFUSED}
 
 
 @pytest.mark.parametrize("broken", ["frame", "run id twice"])
@@ -78,8 +75,8 @@ def test_a_batch_that_cannot_be_planned_whole_is_planned_company_by_company(brok
     else:  # two companies whose runs share an id: one build over both cannot tell them apart
         companies.append(_company(1008, ("run-1002", MARCH_WITH_CORRECTION)))
     with pytest.raises(ValueError):
-        plan_companies(companies, MARCH)
-    planned = plan_read_companies(companies, MARCH)
+        plan_companies(companies)
+    planned = plan_read_companies(companies)
     if broken == "frame":
         assert [row.status for row in planned[0].rows] == [Status.FAILED]
         assert "preparing the journals of company 1002 failed" in planned[0].rows[0].reason

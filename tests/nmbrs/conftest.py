@@ -1,5 +1,6 @@
 """Fixtures for the Nmbrs tests: a fresh demo world per test, served by uvicorn on a loopback port, and an
-authorised client that polls and backs off fast (waits are recorded, not slept, where a test says so)."""
+authorised client that polls and backs off fast (waits are recorded, not slept, where a test says so).
+`periodic_world()` adds a four-weekly and a weekly company to the demo (a module overrides `world` with it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pydantic import SecretStr
 
 from nmbrs_visma.clients.http import RetryPolicy
 from nmbrs_visma.clients.nmbrs import NmbrsAuth, NmbrsClient
+from nmbrs_visma.journals.models import PeriodType
+from nmbrs_visma.sandbox.demo_data import COMPANIES
 from nmbrs_visma.sandbox.nmbrs import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -20,9 +23,34 @@ from nmbrs_visma.sandbox.nmbrs import (
     approve_authorization,
     create_app,
 )
+from nmbrs_visma.sandbox.nmbrs.ledger import DUTCH_STYLE
 from nmbrs_visma.sandbox.server import RunningServer, serving
 
 FAST = RetryPolicy(attempts=4, backoff=0.001, max_backoff=0.01, rate_limit_waits=3)
+FOUR_WEEKLY, WEEKLY = 3001, 3002  # company numbers of the four-weekly and the weekly company
+PERIODIC_YEAR = 2026  # a year with an ISO week 53
+
+
+def periodic_world() -> NmbrsWorld:
+    """The demo world plus a four-weekly company (like 1003: Dutch-style XML, corrections) and a weekly one
+    (like 1002: cost centers and units), with runs at the edges of 2026:
+
+    - 3001, 4-weeks: periods 1 (starts Monday 2025-12-29) and 2, locked; 13 (weeks 49..53) correcting 1 and 2,
+      not locked;
+    - 3002, 1-week: week 1; one run spanning weeks 2..4; week 52; week 53 correcting 51 and 52, not locked.
+    """
+    world = NmbrsWorld().seed_demo()
+    by_number = {company.number: company for company in COMPANIES}
+    four = world.add_company_like(by_number[1003], FOUR_WEEKLY, PeriodType.FOUR_WEEKS, style=DUTCH_STYLE)
+    for period in (1, 2):
+        world.add_run(four, PERIODIC_YEAR, period)
+    world.add_run(four, PERIODIC_YEAR, 13, corrections=(1, 2), locked=False)
+    week = world.add_company_like(by_number[1002], WEEKLY, PeriodType.WEEK)
+    world.add_run(week, PERIODIC_YEAR, 1)
+    world.add_run(week, PERIODIC_YEAR, 4, period_start=2)
+    world.add_run(week, PERIODIC_YEAR, 52)
+    world.add_run(week, PERIODIC_YEAR, 53, corrections=(51, 52), locked=False)
+    return world
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from nmbrs_visma.sandbox.nmbrs.world import (
     DEMO_SUBSCRIPTION_KEY,
     NmbrsWorld,
     RunRecord,
+    company_id_for,
     demo_world,
+    display_period,
     expected_lines,
     run_id_for,
 )
@@ -26,8 +28,10 @@ __all__ = [
     "NmbrsWorld",
     "RunRecord",
     "approve_authorization",
+    "company_id_for",
     "create_app",
     "demo_world",
+    "display_period",
     "expected_lines",
     "run_id_for",
 ]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from nmbrs_visma.sandbox.nmbrs.errors import NmbrsApiError
 from nmbrs_visma.sandbox.nmbrs.ledger import JOURNAL_KINDS, JournalKind
-from nmbrs_visma.sandbox.nmbrs.world import DocumentTask, NmbrsWorld, RunRecord
+from nmbrs_visma.sandbox.nmbrs.world import DocumentTask, NmbrsWorld, RunRecord, display_period
 
 PageNumber = Annotated[int, Query(alias="pageNumber", ge=1)]
 PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=100)]
@@ -129,10 +129,15 @@ def api_router(world: NmbrsWorld) -> APIRouter:
 
     @router.get("/companies/{companyId}/period", dependencies=[require("company.info.read")])
     def current_period(company_id: Annotated[uuid.UUID, Path(alias="companyId")]) -> dict:
-        company_or_404(company_id)
-        year, period = world.current_period
-        display = f"{year}-{period}-M"
-        item = {"period": {"year": year, "period": period}, "periodType": "month", "displayPeriod": display}
+        """`CompanyPeriodResponse`: the company's own period type, its current period in that numbering."""
+        key = company_or_404(company_id)
+        year, period = world.current_period_of(key)
+        period_type = world.period_type_of(key)
+        item = {
+            "period": {"year": year, "period": period},
+            "periodType": period_type.value,
+            "displayPeriod": display_period(year, period, period_type),
+        }
         return {"data": [item]}
 
     @router.get("/companies/{companyId}/runs", dependencies=[require("company.payrollsettings.read")])
@@ -144,7 +149,7 @@ def api_router(world: NmbrsWorld) -> APIRouter:
         page_size: PageSize = 20,
     ) -> dict:
         key = company_or_404(company_id)
-        wanted = year or world.current_period[0]
+        wanted = year or world.current_period_of(key)[0]
         items = [_run_json(run) for run in world.runs.get(key, []) if run.year == wanted]
         return _page(request, world, items, page_number, page_size)
 

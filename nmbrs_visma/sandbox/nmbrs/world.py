@@ -6,6 +6,7 @@ a share of 5xx, a 429 budget, latency, token lifetimes, a clock) and serve it wi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import threading
@@ -15,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nmbrs_visma.journals.models import PeriodType
 from nmbrs_visma.sandbox.demo_data import COMPANIES, DEBTORS, DEMO_PERIOD, DEMO_YEAR, DemoCompany, DemoDebtor
 from nmbrs_visma.sandbox.nmbrs.ledger import (
     DUTCH_STYLE,
@@ -24,6 +26,8 @@ from nmbrs_visma.sandbox.nmbrs.ledger import (
     LedgerTransaction,
     LineKey,
     XmlStyle,
+    check_period,
+    check_run_periods,
     period_end,
     render_xml,
     run_transactions,
@@ -40,6 +44,11 @@ DEMO_USER = "payroll@bakkerij-groep.example"
 # the export dialects seen in the wild, spread over the demo companies (the rest write ISO dates, YYYY/P periods)
 _STYLES: dict[int, XmlStyle] = {1002: DUTCH_STYLE, 1003: DUTCH_STYLE, 2001: MISLABELLED_STYLE}
 _RUN_NAMESPACE = uuid.UUID("5e1d7a2c-6f0b-4c1e-9a57-2b8c0d9e4f31")
+_COMPANY_NAMESPACE = uuid.UUID("8c2f4b6e-1d3a-4f5c-9e7b-0a1c2d3e4f50")
+# `displayPeriod` is "year-period-suffix": the spec shows "2021-2-M" for a month; it documents no other suffix,
+# so the emulator spells a four-week period "2026-13-4W" and a week "2026-53-W" (the type's length and unit).
+DISPLAY_SUFFIXES: dict[PeriodType, str] = {PeriodType.MONTH: "M", PeriodType.FOUR_WEEKS: "4W", PeriodType.WEEK: "W"}
+_RUN_LABELS: dict[PeriodType, str] = {PeriodType.MONTH: "", PeriodType.FOUR_WEEKS: "4 weken ", PeriodType.WEEK: "week "}
 SCOPES = frozenset(
     {
         "company.info",
@@ -69,10 +78,13 @@ class RunRecord:
     locked: bool
     corrections: tuple[int, ...] = ()
     description: str = ""
+    period_type: PeriodType = PeriodType.MONTH  # the company's, which numbers period_start/end and corrections
 
     @property
     def created_at(self) -> str:
-        return f"{period_end(self.year, self.period_end) + dt.timedelta(days=1):%Y-%m-%d}T09:00:00Z"
+        """The morning after the run's last period (the run is made once the period is over)."""
+        last_day = period_end(self.year, self.period_end, self.period_type)
+        return f"{last_day + dt.timedelta(days=1):%Y-%m-%d}T09:00:00Z"
 
 
 @dataclass
@@ -119,6 +131,31 @@ def run_id_for(company_id: str, year: int, number: int) -> str:
     return str(uuid.uuid5(_RUN_NAMESPACE, f"{company_id}/{year}/{number}"))
 
 
+def company_id_for(number: int) -> str:
+    """Deterministic companyId for a company a test adds by number (`NmbrsWorld.add_company_like`)."""
+    return str(uuid.uuid5(_COMPANY_NAMESPACE, str(number)))
+
+
+def display_period(year: int, period: int, period_type: PeriodType) -> str:
+    """`displayPeriod` as the Nmbrs web app shows it: "2026-3-M", "2026-13-4W", "2026-53-W"."""
+    return f"{year}-{period}-{DISPLAY_SUFFIXES[period_type]}"
+
+
+def period_holding(day: dt.date, period_type: PeriodType) -> tuple[int, int]:
+    """(payroll year, period) of `period_type` that holds `day` (ISO year and week for weekly types)."""
+    if period_type is PeriodType.MONTH:
+        return day.year, day.month
+    year, week, _weekday = day.isocalendar()
+    if period_type is PeriodType.WEEK:
+        return year, week
+    return year, min(13, (week + 3) // 4)
+
+
+def _run_description(year: int, start: int, end: int, period_type: PeriodType, corrected: bool) -> str:
+    periods = f"{start:02d}-{end:02d}" if start != end else f"{end:02d}"
+    return f"Salarisrun {_RUN_LABELS[period_type]}{periods}/{year}" + (" met correcties" if corrected else "")
+
+
 @dataclass
 class NmbrsWorld:
     """Everything the emulator knows; mutate the switches between requests to provoke faults."""
@@ -133,7 +170,9 @@ class NmbrsWorld:
     companies: dict[str, DemoCompany] = field(default_factory=dict)  # company_id -> company
     runs: dict[str, list[RunRecord]] = field(default_factory=dict)  # company_id -> runs
     styles: dict[int, XmlStyle] = field(default_factory=dict)  # company number -> XML style
-    current_period: tuple[int, int] = (DEMO_YEAR, DEMO_PERIOD)
+    period_types: dict[str, PeriodType] = field(default_factory=dict)  # company_id -> period type
+    current_period: tuple[int, int] = (DEMO_YEAR, DEMO_PERIOD)  # of monthly companies without their own
+    company_periods: dict[str, tuple[int, int]] = field(default_factory=dict)  # company_id -> its own current one
 
     # switches
     document_polls: int = 2  # 202 answers before a document is ready
@@ -178,18 +217,74 @@ class NmbrsWorld:
             self.add_run(company, DEMO_YEAR, DEMO_PERIOD, corrections=company.corrections, locked=company.locked)
         return self
 
-    def add_company(self, company: DemoCompany, debtor_id: str, style: XmlStyle = ISO_STYLE) -> None:
+    def add_company(
+        self,
+        company: DemoCompany,
+        debtor_id: str,
+        style: XmlStyle = ISO_STYLE,
+        period_type: PeriodType | str = PeriodType.MONTH,
+        *,
+        current_period: tuple[int, int] | None = None,
+    ) -> None:
+        """Add `company` under `debtor_id`, paying per `period_type` ("month", "4-weeks" or "1-week").
+
+        Its current period is `current_period` when given, else the period (of its own type) that holds the
+        last day of the world's monthly `current_period`."""
         if debtor_id not in self.debtors:
             raise KeyError(f"debtor {debtor_id} is not in the world")
+        kind = PeriodType(period_type)
         self.companies[company.company_id] = company
         self._company_debtor[company.company_id] = debtor_id
         self.styles[company.number] = style
+        self.period_types[company.company_id] = kind
         self.runs.setdefault(company.company_id, [])
+        if current_period is not None:
+            self.set_current_period(company.company_id, *current_period)
+
+    def add_company_like(
+        self,
+        template: DemoCompany,
+        number: int,
+        period_type: PeriodType | str,
+        *,
+        style: XmlStyle = ISO_STYLE,
+        current_period: tuple[int, int] | None = None,
+    ) -> DemoCompany:
+        """A copy of a demo company under a new number (and a companyId derived from it), paying per
+        `period_type`, added under the template's debtor; the easy way to get a four-weekly or weekly company."""
+        debtor_id = next((d.debtor_id for d in self.debtors.values() if d.number == template.debtor), None)
+        if debtor_id is None:
+            raise KeyError(f"debtor {template.debtor} of company {template.number} is not in the world")
+        kind = PeriodType(period_type)
+        company = dataclasses.replace(
+            template, company_id=company_id_for(number), number=number, name=f"{template.name} ({kind.value})"
+        )
+        self.add_company(company, debtor_id, style, kind, current_period=current_period)
+        return company
+
+    def set_current_period(self, company_id: str, year: int, period: int) -> None:
+        """Make (year, period), in the company's own numbering, the period its `/period` answer names."""
+        check_period(year, period, self.period_type_of(company_id))
+        self.company_periods[company_id] = (year, period)
 
     def add_run(
-        self, company: DemoCompany, year: int, period: int, *, corrections: tuple[int, ...] = (), locked: bool = True
+        self,
+        company: DemoCompany,
+        year: int,
+        period: int,
+        *,
+        corrections: tuple[int, ...] = (),
+        locked: bool = True,
+        period_start: int | None = None,
     ) -> RunRecord:
-        """Append the company's next run of `year` for `period` (run numbers count up per company and year)."""
+        """Append the company's next run of `year` for `period` (run numbers count up per company and year).
+
+        `period` is in the company's own numbering (1..12, 1..13 or 1..52/53) and must exist in `year`; a run
+        spans `period_start`..`period` when `period_start` is given, and `corrections` are earlier periods of
+        the same year. Anything else is a `ValueError`."""
+        kind = self.period_type_of(company.company_id)
+        start = period if period_start is None else period_start
+        check_run_periods(year, start, period, corrections, kind)
         runs = self.runs.setdefault(company.company_id, [])
         number = 1 + sum(1 for run in runs if run.year == year)
         run = RunRecord(
@@ -197,12 +292,13 @@ class NmbrsWorld:
             company_id=company.company_id,
             number=number,
             year=year,
-            period_start=period,
+            period_start=start,
             period_end=period,
             run_type="normal_twk" if corrections else "normal",
             locked=locked,
             corrections=tuple(corrections),
-            description=f"Salarisrun {period:02d}/{year}" + (" met correcties" if corrections else ""),
+            description=_run_description(year, start, period, kind, bool(corrections)),
+            period_type=kind,
         )
         runs.append(run)
         return run
@@ -220,17 +316,36 @@ class NmbrsWorld:
     def run(self, company_id: str, run_id: str) -> RunRecord | None:
         return next((run for run in self.runs.get(company_id, []) if run.run_id == run_id), None)
 
+    def period_type_of(self, company_id: str) -> PeriodType:
+        return self.period_types.get(company_id, PeriodType.MONTH)
+
+    def current_period_of(self, company_id: str) -> tuple[int, int]:
+        """(year, period) the company works on now, in its own numbering (see `add_company`)."""
+        if company_id in self.company_periods:
+            return self.company_periods[company_id]
+        year, month = self.current_period
+        return period_holding(period_end(year, month), self.period_type_of(company_id))
+
     def run_for_period(self, company_number: int, year: int, period: int) -> RunRecord:
+        """The company's first run of `year` whose own periods hold `period` (in the company's numbering)."""
         company = self.company_by_number(company_number)
         for run in self.runs.get(company.company_id, []):
-            if run.year == year and run.period_end == period:
+            if run.year == year and run.period_start <= period <= run.period_end:
                 return run
         raise KeyError(f"company {company_number} has no run for period {period}/{year}")
 
     # journals -------------------------------------------------------------------------------------------
     def transactions(self, run: RunRecord, kind: JournalKind = "journals") -> tuple[LedgerTransaction, ...]:
         company = self.companies[run.company_id]
-        return run_transactions(company, run.year, run.period_end, run.corrections, kind)
+        return run_transactions(
+            company,
+            run.year,
+            run.period_end,
+            run.corrections,
+            kind,
+            period_type=run.period_type,
+            first_period=run.period_start,
+        )
 
     def journal_document(self, run: RunRecord, kind: JournalKind = "journals") -> bytes:
         company = self.companies[run.company_id]
@@ -242,7 +357,8 @@ class NmbrsWorld:
         self, company_number: int, year: int, period: int, kind: JournalKind = "journals"
     ) -> dict[LineKey, int]:
         """Cents per (period_id, account, cost_center, cost_unit, side) in the journal of the company's run
-        for `period` of `year`, corrections included under the periods they correct."""
+        for `period` of `year` (its own numbering: period_id `202613` is four-week period 13), corrections
+        included under the periods they correct."""
         return totals(self.transactions(self.run_for_period(company_number, year, period), kind))
 
     # fault switches ---------------------------------------------------------------------------------------

@@ -1,0 +1,379 @@
+"""One straight line of work per administration: find its companies' runs, extract, check, split and build
+them (the `prepare` task), then look up and post (the `post` task), then record and show what happened.
+
+An administration is the companies booking into one Visma.net (account, branch, ledger). The flow runs up to
+twice `max_workers` administrations at once: while the first ones create (at most `max_workers` creates at
+once, the `sending` slots), the next ones read Nmbrs and take their locks, so a slot freed is taken by a create.
+A failed stage is a failed task run and that administration's rows say why; the others go on. The companies
+of one administration are planned together (one `build_many`: pandas costs a fixed few milliseconds per call).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
+from prefect.utilities.annotations import quote
+
+from nmbrs_visma.flows.connections import Connections, Selection
+from nmbrs_visma.journals.checks import check_company
+from nmbrs_visma.journals.keys import administration_id
+from nmbrs_visma.journals.models import AdministrationMapping, PayrollRun, Refusal
+from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
+from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.tasks.extract import extract_journals, mapping_journal_kind
+from nmbrs_visma.tasks.journal_file import file_journals
+from nmbrs_visma.tasks.plan import CompanyRead, plan_read_companies, refused_row, run_period
+from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
+from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
+from nmbrs_visma.tasks.runs import RunFilter, find_runs
+
+logger = logging.getLogger(__name__)
+
+AdministrationGroup = tuple[str, str, str]  # (Visma.net account, branch, ledger): the companies posting together
+BOOKED = frozenset({Status.SENT, Status.ALREADY_SENT})
+
+
+def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
+    return mapping.visma_account, mapping.branch, mapping.ledger
+
+
+@dataclass
+class Pass:
+    """What every administration of one flow run shares: the companies, clients, ledger, filter and limits."""
+
+    selection: Selection
+    connections: Connections
+    ledger: PostingLedger
+    run_filter: RunFilter
+    workers: int
+    today: dt.date
+    post: bool = True
+    repost_changed: bool = False
+    journal_file: Path | None = None
+    run_number: int = 1
+    title: str = ""
+    completed: dict[int, list[CompletedRun]] = field(default_factory=dict)
+    flow_run_id: str | None = None
+    sending: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sending = threading.BoundedSemaphore(self.workers)
+
+    def nmbrs_account(self, company: int) -> str | None:
+        return None if self.journal_file is not None else self.selection.nmbrs_accounts[company]
+
+
+@dataclass
+class Prepared:
+    """An administration's preparation: rows of what is not posted (refused, waiting, nothing new) and the
+    postings, with the runs they book (to record each run once all its transactions are booked)."""
+
+    rows: list[StatusRow] = field(default_factory=list)
+    postings: list[Posting] = field(default_factory=list)
+    runs: list[PayrollRun] = field(default_factory=list)
+
+    def message(self) -> str:
+        refused = [row for row in self.rows if row.status in {Status.REFUSED, Status.FAILED}]
+        waiting = sum(1 for row in self.rows if row.status is Status.WAITING)
+        parts = [f"{len(self.postings)} transaction(s) of {len(self.runs)} run(s) to post"]
+        if waiting:
+            parts.append(f"{waiting} run(s) waiting to be locked in Nmbrs")
+        if refused:
+            parts.append(f"{len(refused)} refused: " + "; ".join(row.reason for row in refused[:3]))
+        return "; ".join(parts)
+
+
+def administration_label(companies: Sequence[int], selection: Selection, names: dict[int, str]) -> str:
+    """What a person recognises in the task list: the company name(s) and numbers, then the ledger."""
+    mapping = selection.mappings[companies[0]]
+    shown = ", ".join(f"{names.get(c) or 'company'} {c}" for c in companies[:3])
+    more = f" +{len(companies) - 3}" if len(companies) > 3 else ""
+    return f"{shown}{more} -> {mapping.visma_account}/{mapping.branch}/{mapping.ledger}"
+
+
+@task(name="prepare-administration", task_run_name="prepare {label}", cache_policy=NO_CACHE)
+def prepare_administration(label: str, companies: list[int], work: Pass) -> State:
+    """Prefect task: the administration's runs found, extracted, checked, split and built. Reads only, so a
+    failure costs nothing to redo; its state message says what is to post and why anything was refused."""
+    prepared = Prepared()
+    reads: list[CompanyRead] = []
+    for company in companies:
+        rows, read = _read_company(company, work)
+        prepared.rows.extend(rows)
+        if read is not None:
+            reads.append(read)
+    if reads:
+        for read, plan in zip(reads, plan_read_companies(reads), strict=True):
+            prepared.rows.extend(plan.rows)
+            prepared.postings.extend(plan.postings)
+            planned = {posting.run_id for posting in plan.postings}
+            prepared.runs.extend(j.run for j in read.journals.runs if j.run.run_id in planned)
+    return Completed(message=prepared.message(), data=prepared)
+
+
+def _read_company(company: int, work: Pass) -> tuple[list[StatusRow], CompanyRead | None]:
+    """The company's rows that need no planning (a problem, waiting runs, nothing new) and its read, if any."""
+    mapping = work.selection.mappings[company]
+    nmbrs_account = work.nmbrs_account(company)
+    problem = work.connections.problem(mapping, nmbrs_account)
+    if problem is not None:
+        status, refusal = problem
+        return [refused_row(company, [refusal], status=status)], None
+    if work.journal_file is not None:
+        journals = file_journals(work.journal_file, company, work.run_filter.period, work.run_number, mapping)
+        rows: list[StatusRow] = []
+    else:
+        assert nmbrs_account is not None
+        nmbrs_company = work.connections.nmbrs_companies[nmbrs_account].get(company)
+        if nmbrs_company is None:
+            missing = Refusal(
+                code="unmapped_company",
+                company=company,
+                message=f"company {company} is not among the companies Nmbrs account '{nmbrs_account}' reaches",
+            )
+            return [refused_row(company, [missing], status=Status.FAILED)], None
+        client = work.connections.nmbrs[nmbrs_account]
+        try:
+            completed = work.completed.get(company, [])
+            found = find_runs(
+                client, nmbrs_company, work.run_filter, completed, work.today, skip_booked=not work.repost_changed
+            )
+        except Exception as exc:
+            return [_failed(company, f"reading the payroll runs of company {company} from Nmbrs failed: {exc}")], None
+        rows = [_waiting(company, nmbrs_company.name, run) for run in found.waiting]
+        if not found.todo:
+            if not rows:
+                rows = [_nothing(company, nmbrs_company.name, work.run_filter)]
+            return rows, None
+        refused = {run.run_id: check_company(run, mapping) for run in found.todo}
+        if any(refused.values()):  # a test company or a blocked debtor: refused without reading its journals
+            tenant = work.connections.tenants.get(mapping.visma_account, "")
+            administration = administration_id(tenant, mapping.branch, mapping.ledger) if tenant else ""
+            for run in found.todo:
+                reasons = refused[run.run_id] or refused[next(r for r in refused if refused[r])]
+                rows.append(
+                    refused_row(
+                        company, reasons, period=run_period(run), company_name=nmbrs_company.name,
+                        administration=administration, reference=run.reference,
+                    )
+                )  # fmt: skip
+            return rows, None
+        try:
+            journals = extract_journals(company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
+        except Exception as exc:
+            reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
+            return [*rows, _failed(company, reason)], None
+    account = mapping.visma_account
+    try:
+        reference = work.connections.references.get(
+            reference_key(mapping), work.connections.visma[account], work.connections.tenants.get(account, "")
+        )
+    except ReferenceUnavailable as exc:
+        return [*rows, refused_row(company, [exc.refusal], status=Status.FAILED)], None
+    return rows, CompanyRead(journals, mapping, reference)
+
+
+def _waiting(company: int, name: str, run: PayrollRun) -> StatusRow:
+    return StatusRow(
+        company=company,
+        company_name=name,
+        period=run_period(run),
+        reference=run.reference,
+        status=Status.WAITING,
+        reason=f"run {run.run_number} of {run.year} is not locked in Nmbrs yet: posted by the first pass after it is",
+    )
+
+
+def _nothing(company: int, name: str, run_filter: RunFilter) -> StatusRow:
+    reason = "nothing new in Nmbrs: every locked run is booked" if run_filter.run_driven else f"no run of {run_filter}"
+    return StatusRow(company=company, company_name=name, status=Status.NO_RUN, reason=reason)
+
+
+def _failed(company: int, reason: str) -> StatusRow:
+    return StatusRow(company=company, status=Status.FAILED, reason=reason)
+
+
+class Administrations:
+    """Every administration of a pass through its straight line, at most `2 * workers` at once; `rows` and
+    (a dry run's) `postings` hold the outcome after `run()`, `published` the administrations with an artifact."""
+
+    def __init__(self, work: Pass) -> None:
+        self.work = work
+        self.rows: list[StatusRow] = []
+        self.postings: list[Posting] = []
+        self.published: set[str] = set()
+        self._guard = threading.Lock()
+        self._names: dict[int, str] = {}
+        self._groups: dict[AdministrationGroup, list[int]] = defaultdict(list)
+        for company, mapping in sorted(work.selection.mappings.items()):
+            self._groups[administration_group(mapping)].append(company)
+            account = work.nmbrs_account(company)
+            nmbrs_company = work.connections.nmbrs_companies.get(account or "", {}).get(company)
+            self._names[company] = nmbrs_company.name if nmbrs_company is not None else ""
+        self._open_accounts = Counter(group[0] for group in self._groups)
+        self._open_references = Counter(reference_key(work.selection.mappings[c]) for c in work.selection.mappings)
+        self._artifacts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-artifacts")
+
+    def run(self) -> None:
+        if self.work.flow_run_id is None:
+            self.work.flow_run_id = str(flow_run.get_id() or "") or None
+        units = ThreadPoolExecutor(max(1, 2 * self.work.workers), thread_name_prefix="administration")
+        try:
+            futures = [
+                units.submit(contextvars.copy_context().run, self._administration, group, companies)
+                for group, companies in self._groups.items()
+            ]
+            for future in futures:
+                future.result()
+        finally:
+            units.shutdown(wait=True)
+            self._artifacts.shutdown(wait=True)
+
+    def _administration(self, group: AdministrationGroup, companies: list[int]) -> None:
+        """One administration's straight line; every company leaves with at least one row."""
+        label = administration_label(companies, self.work.selection, self._names)
+        try:
+            state = prepare_administration(label, quote(companies), quote(self.work), return_state=True)
+            prepared: Prepared = state.result()
+        except Exception as exc:
+            reason = f"preparing {label} failed: {type(exc).__name__}: {exc}"
+            prepared = Prepared(rows=[_failed(company, reason) for company in companies])
+        rows = list(prepared.rows)
+        if not self.work.post:
+            with self._guard:
+                self.postings.extend(prepared.postings)
+        elif prepared.postings:
+            rows.extend(self._post(prepared))
+        self._done(group, companies, rows)
+
+    def _post(self, prepared: Prepared) -> list[StatusRow]:
+        by_administration: dict[str, list[Posting]] = defaultdict(list)
+        for posting in prepared.postings:
+            by_administration[posting.administration].append(posting)
+        rows: list[StatusRow] = []
+        for administration, postings in sorted(by_administration.items()):
+            client = self.work.connections.visma[self.work.selection.mappings[postings[0].company].visma_account]
+            try:
+                rows.extend(
+                    post_administration(
+                        administration,
+                        quote(postings),
+                        client,
+                        quote(self.work.ledger),
+                        self.work.flow_run_id,
+                        quote(self.work.sending),
+                        self.work.repost_changed,
+                    )
+                )
+            except Exception as exc:
+                reason = f"posting to {administration} stopped: {type(exc).__name__}: {exc}; a re-run looks it up first"
+                rows.extend(posting.row(Status.FAILED, reason=reason) for posting in postings)
+        if self.work.journal_file is None:
+            self._record_completed(prepared, rows)
+        return rows
+
+    def _record_completed(self, prepared: Prepared, rows: list[StatusRow]) -> None:
+        """Each run whose every transaction is booked, in the ledger: the run-driven pass does not read it again."""
+        keys_by_run: dict[str, set[str]] = defaultdict(set)
+        for posting in prepared.postings:
+            keys_by_run[posting.run_id].add(posting.key)
+        problems = {(row.company, row.reference) for row in rows if row.status not in BOOKED}
+        completed = [
+            CompletedRun(
+                run_id=run.run_id,
+                company=run.company_number,
+                year=run.year,
+                period_end=run.period_end,
+                period_type=run.period_type.value,
+                reference=run.reference,
+                transactions=len(keys_by_run[run.run_id]),
+                flow_run_id=self.work.flow_run_id,
+            )
+            for run in prepared.runs
+            if (run.company_number, run.reference) not in problems
+        ]
+        try:
+            self.work.ledger.complete_runs(completed)
+        except LedgerUnavailable as exc:  # the next pass reads the run again and finds it sent: nothing is lost
+            logger.warning("could not record %d completed run(s): %s", len(completed), exc)
+
+    def _done(self, group: AdministrationGroup, companies: list[int], rows: list[StatusRow]) -> None:
+        """Rows kept; the account's client closed after its last administration, the tenant's reference dropped
+        after its last company (memory stays flat in accounts and tenants); the status artifact published."""
+        with self._guard:
+            self.rows.extend(rows)
+            self._open_accounts[group[0]] -= 1
+            last_of_account = self._open_accounts[group[0]] == 0
+            forget = []
+            for company in companies:
+                key = reference_key(self.work.selection.mappings[company])
+                self._open_references[key] -= 1
+                if self._open_references[key] == 0:
+                    forget.append(key)
+        for key in forget:
+            self.work.connections.references.forget(key)
+        if last_of_account:
+            self.work.connections.release_visma(group[0])
+        if not self.work.post:
+            return
+        administrations = sorted({row.administration for row in rows if row.administration})
+        for administration in administrations:
+            mine = [row for row in rows if row.administration == administration]
+            with self._guard:
+                self.published.add(administration)
+            context = contextvars.copy_context()  # the flow run's: the artifact belongs to it
+            self._artifacts.submit(
+                context.run,
+                partial(publish_administration, administration, mine, title=self.work.title, dry_run=False),
+            )
+
+
+def preview(
+    postings: Sequence[Posting], ledger: PostingLedger, directory: Path
+) -> tuple[list[StatusRow], list[PayloadFile]]:
+    """A dry run: write each payload to a file and report it; nothing is sent, nothing is looked up in
+    Visma.net (what the ledger records as sent with the same content is reported as already sent)."""
+    rows: list[StatusRow] = []
+    files: list[PayloadFile] = []
+    try:
+        known = ledger.entries(posting.key for posting in postings)
+    except LedgerUnavailable as exc:
+        logger.warning("dry run: %s; every payload is previewed", exc)
+        known = {}
+    for posting in postings:
+        sent = next(
+            (
+                entry
+                for entry in known.get(posting.key, [])
+                if entry.fingerprint == posting.fingerprint and entry.state is PostingState.SENT
+            ),
+            None,
+        )
+        if sent is not None:
+            rows.append(posting.row(Status.ALREADY_SENT, batch_number=sent.batch_number, period=sent.period_id))
+            continue
+        payload_file = write_payload(
+            directory,
+            company=posting.company,
+            administration=posting.administration,
+            period_id=posting.period_id,
+            key=posting.key,
+            payload=posting.payload,
+        )
+        files.append(payload_file)
+        rows.append(posting.row(Status.DRY_RUN, reason=f"payload in {payload_file.path.name}"))
+    return rows, files
