@@ -48,6 +48,8 @@ def demo_config(visma_url: str, nmbrs_url: str) -> tuple[dict[str, Any], dict[st
             "test_company": company.test_company,
             "debtor_blocked": company.debtor in blocked,
         }
+        if company.period_type != "month":  # a 4-weekly payroll into a monthly ledger: by the period's last day
+            spec["period_mapping"] = "end_date"
         if company.cost_centers or company.cost_units:
             spec["dimensions"] = {
                 "cost_center": {"enabled": bool(company.cost_centers), "description": "Department"},

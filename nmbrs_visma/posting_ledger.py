@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from nmbrs_visma.journals.models import PayrollRun
 from nmbrs_visma.journals.money import from_cents, to_cents
 from nmbrs_visma.posting_lock import FlockLockManager
 
@@ -100,6 +101,19 @@ class CompletedRun(BaseModel):
     reference: str
     transactions: int
     flow_run_id: str | None = None
+
+    @classmethod
+    def of(cls, run: PayrollRun, transactions: int, flow_run_id: str | None = None) -> CompletedRun:
+        return cls(
+            run_id=run.run_id,
+            company=run.company_number,
+            year=run.year,
+            period_end=run.period_end,
+            period_type=run.period_type.value,
+            reference=run.reference,
+            transactions=transactions,
+            flow_run_id=flow_run_id,
+        )
 
 
 class LedgerUnavailable(RuntimeError):

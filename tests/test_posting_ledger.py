@@ -320,6 +320,23 @@ def test_writing_a_row_again_replaces_it(ledger_url: str) -> None:
     assert updated > first[1]
 
 
+def test_completed_runs_are_recorded_per_company_and_recorded_again_replaced(ledger_url: str) -> None:
+    from nmbrs_visma.posting_ledger import CompletedRun
+
+    ledger = PostingLedger(ledger_url)
+    first = CompletedRun(
+        run_id="r1", company=1001, year=2026, period_end=13, period_type="4-weeks", reference="NM2613R1", transactions=2
+    )
+    other = first.model_copy(update={"run_id": "r2", "company": 1002, "period_type": "month", "period_end": 3})
+    assert ledger.completed_runs([1001, 1002]) == {1001: [], 1002: []}
+    ledger.complete_runs([first, other])
+    again = first.model_copy(update={"transactions": 3, "flow_run_id": "flow-2"})
+    ledger.complete_runs([again])
+    assert ledger.completed_runs([1001, 1002, 1003]) == {1001: [again], 1002: [other], 1003: []}
+    # another process (a second worker) reads what this one recorded
+    assert PostingLedger(ledger_url).completed_runs([1001]) == {1001: [again]}
+
+
 def test_a_multi_row_put_writes_all_rows(ledger_url: str) -> None:
     ledger = PostingLedger(ledger_url)
     entries = [_entry(f"k{number}", f"f{fingerprint}") for number in range(3) for fingerprint in range(2)]

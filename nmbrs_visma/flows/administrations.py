@@ -293,16 +293,7 @@ class Administrations:
             keys_by_run[posting.run_id].add(posting.key)
         problems = {(row.company, row.reference) for row in rows if row.status not in BOOKED}
         completed = [
-            CompletedRun(
-                run_id=run.run_id,
-                company=run.company_number,
-                year=run.year,
-                period_end=run.period_end,
-                period_type=run.period_type.value,
-                reference=run.reference,
-                transactions=len(keys_by_run[run.run_id]),
-                flow_run_id=self.work.flow_run_id,
-            )
+            CompletedRun.of(run, len(keys_by_run[run.run_id]), self.work.flow_run_id)
             for run in prepared.runs
             if (run.company_number, run.reference) not in problems
         ]

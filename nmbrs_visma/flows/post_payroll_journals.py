@@ -1,11 +1,10 @@
-"""The `post-payroll-journals` flow: a payroll month from Nmbrs into the Visma.net general ledger, exactly once.
+"""The `post-payroll-journals` flow: locked payroll runs from Nmbrs into the Visma.net general ledger, exactly once.
 
-It reads like the process: load the mappings and accounts -> refresh tokens -> per period, per company: read
-its Visma.net tenant's reference data (once per run) -> find the run(s) of the period in Nmbrs and extract
-their journals -> check eligibility (every reason) -> split by period and build one transaction per
-(administration, period) -> post per administration -> release when configured -> record and show status.
-The per-company steps run as a pipeline (flows/period.py): reads go ahead, and each administration posts as
-soon as its companies are planned, each within `max_workers` tasks at once.
+It reads like the process: load the mappings and accounts -> refresh tokens -> per administration
+(flows/administrations.py): find its companies' runs to post -> extract their journals -> check eligibility
+(every reason) -> split by period and build one transaction per (administration, payroll period) -> look up
+and post -> release when configured -> record each completely booked run -> show status. Administrations run
+side by side, at most `max_workers` creating at once.
 
 `backfill.py` runs the same stages for a range of periods; `commands.py` runs both from the command line.
 """

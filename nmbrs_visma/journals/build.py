@@ -164,7 +164,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     run_codes, run_ids = pd.factorize(aggregated[RUN_COLUMN], sort=False)
     run_list = [contexts[run_id] for run_id in run_ids]
     accounts = _account_literals(aggregated["account"], run_codes, run_list)
-    subaccounts = _subaccount_fragments(aggregated, run_codes, run_list)
+    subaccounts, subaccount_contents = _subaccount_fragments(aggregated, run_codes, run_list)
     references = np.array([json_string(c.run.reference) for c in run_list], dtype=object)[run_codes]
     descriptions = _literals(aggregated["description"])
 
@@ -185,7 +185,7 @@ def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict
     )
     # The content each line books, for the fingerprints: account, subaccount, side, amount (no texts).
     sides = np.where(is_debit, "D", "C").astype(object)
-    contents = (accounts[rows] + subaccounts[rows] + sides + render_amounts(amounts[present])).tolist()
+    contents = (accounts[rows] + subaccount_contents[rows] + sides + render_amounts(amounts[present])).tolist()
 
     # Blocks of (run, source period): contiguous, because the aggregation is sorted by run then period.
     period_codes, period_ids = pd.factorize(aggregated["period_id"], sort=False)
@@ -304,8 +304,11 @@ def _account_literals(accounts: pd.Series, run_codes: np.ndarray, runs: list[Run
     return literals
 
 
-def _subaccount_fragments(aggregated: pd.DataFrame, run_codes: np.ndarray, runs: list[RunContext]) -> np.ndarray:
-    """Subaccount fragment per row, computed once per distinct (segment plan, cost center, cost unit)."""
+def _subaccount_fragments(
+    aggregated: pd.DataFrame, run_codes: np.ndarray, runs: list[RunContext]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the subaccount fragment of the payload (every segment) and of its content (journals/mapping.py
+    `content_values`), computed once per distinct (segment plan, cost center, cost unit)."""
     distinct_plans: dict[tuple, SegmentPlan] = {}
     for context in runs:
         plan = segment_plan(context.mapping, context.reference)
@@ -317,9 +320,13 @@ def _subaccount_fragments(aggregated: pd.DataFrame, run_codes: np.ndarray, runs:
     cu_codes, cu_values = pd.factorize(aggregated["cost_unit"], sort=False)
     combined = (plan_codes[run_codes].astype(np.int64) * len(cc_values) + cc_codes) * len(cu_values) + cu_codes
     distinct, inverse = np.unique(combined, return_inverse=True)
-    fragments = []
+    fragments, contents = [], []
     for value in distinct.tolist():
         rest, cu = divmod(value, len(cu_values))
         plan, cc = divmod(rest, len(cc_values))
-        fragments.append(subaccount_fragment(first_plan[plan].segment_values(cc_values[cc], cu_values[cu])))
-    return np.array(fragments, dtype=object)[inverse] if fragments else np.array([], dtype=object)
+        segment_plan_ = first_plan[plan]
+        fragments.append(subaccount_fragment(segment_plan_.segment_values(cc_values[cc], cu_values[cu])))
+        contents.append(subaccount_fragment(segment_plan_.content_values(cc_values[cc], cu_values[cu])))
+    if not fragments:
+        return np.array([], dtype=object), np.array([], dtype=object)
+    return np.array(fragments, dtype=object)[inverse], np.array(contents, dtype=object)[inverse]

@@ -20,7 +20,9 @@ from nmbrs_visma.journals.mapping import (
     dimension_setting,
     find_segment,
     pad_segment_value,
+    segment_plan,
     translate_account,
+    zero_value,
 )
 from nmbrs_visma.journals.models import (
     AdministrationMapping,
@@ -53,6 +55,7 @@ class LineFacts:
     cost_center: dict[str, LineRef] = field(default_factory=dict)
     cost_unit: dict[str, LineRef] = field(default_factory=dict)
     periods: dict[str, PeriodTotals] = field(default_factory=dict)
+    without: dict[str, LineRef] = field(default_factory=dict)  # dimension -> first line without a value
 
     def dimension(self, name: str) -> dict[str, LineRef]:
         return self.cost_center if name == "cost_center" else self.cost_unit
@@ -64,8 +67,11 @@ def facts_by_run(aggregated: pd.DataFrame) -> dict[str, LineFacts]:
     work = aggregated.assign(order=order)
     facts: dict[str, LineFacts] = {run_id: LineFacts() for run_id in pd.unique(work[RUN_COLUMN])}
     for column, attribute in (("account", "accounts"), ("cost_center", "cost_center"), ("cost_unit", "cost_unit")):
-        for run_id, value, ref in _first_lines(work, column, order, skip_empty=column != "account"):
-            getattr(facts[run_id], attribute)[value] = ref
+        for run_id, value, ref in _first_lines(work, column, order, skip_empty=False):
+            if value == "" and column != "account":
+                facts[run_id].without[column] = ref
+            else:
+                getattr(facts[run_id], attribute)[value] = ref
     by_period = work.groupby([RUN_COLUMN, "period_id"], sort=True, observed=True)
     totals, firsts = by_period[["debit_cents", "credit_cents"]].sum(), by_period["order"].min()
     runs, periods = (totals.index.get_level_values(level).tolist() for level in (0, 1))
@@ -213,6 +219,47 @@ def check_dimensions(
     return out.refusals
 
 
+def check_subaccounts(
+    facts: LineFacts, run: PayrollRun, mapping: AdministrationMapping, reference: AdministrationReference
+) -> list[Refusal]:
+    """Every line gives a value for every segment of the subaccount dimension: a segment no dimension maps, or
+    a dimension's segment on a line without its value, needs a fill (the mapping's `default`, else the all-zero
+    value), and that value must exist and be active in Visma.net."""
+    out = _Collector(run)
+    if not facts.periods:
+        return out.refusals
+    plan = segment_plan(mapping, reference)
+    mapped = {
+        segment.segment_id: dimension for dimension in DIMENSIONS if (segment := plan.segment(dimension)) is not None
+    }
+    fills = {segment_id: fill for segment_id, fill, _ in plan.fills}
+    for segment in sorted(reference.segments, key=lambda s: s.segment_id):
+        dimension = mapped.get(segment.segment_id)
+        if dimension is not None and dimension not in facts.without:
+            continue  # every line carries its own value
+        where = (
+            f"lines without a {_LABELS[dimension]} (first on {_where(facts.without[dimension])})"
+            if dimension is not None
+            else "every line (no dimension of the mapping maps it)"
+        )
+        name = f"subaccount segment {segment.description!r} (id {segment.segment_id})"
+        fill = fills.get(segment.segment_id)
+        setting = dimension_setting(mapping, dimension) if dimension is not None else None
+        if fill is None:
+            hint = f"give {dimension}.default in the mapping, or " if dimension is not None else ""
+            out.add(
+                "segment_default_missing",
+                f"{name} needs a value for {where}, and Visma.net holds no all-zero value "
+                f"{zero_value(segment)!r}: {hint}add that value to the segment in Visma.net",
+            )
+        elif (active := segment.values.get(fill)) is None or not active:
+            given = "the mapping's default" if setting is not None and setting.default.strip() else "the default"
+            state = "does not exist" if active is None else "is inactive"
+            code: RefusalCode = "unknown_segment_value" if active is None else "inactive_segment_value"
+            out.add(code, f"{name}: {given} {fill!r} for {where} {state} in Visma.net")
+    return out.refusals
+
+
 def check_accounts(
     facts: LineFacts, run: PayrollRun, mapping: AdministrationMapping, reference: AdministrationReference
 ) -> list[Refusal]:
@@ -324,7 +371,7 @@ def check_facts(
     refusals = check_company(run, mapping)
     refusals += check_balanced(facts, run)
     if mapping is not None and reference is not None:
-        for check in (check_accounts, check_dimensions, check_periods):
+        for check in (check_accounts, check_dimensions, check_subaccounts, check_periods):
             refusals += check(facts, run, mapping, reference)
     return refusals
 

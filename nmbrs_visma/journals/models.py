@@ -62,6 +62,10 @@ class DimensionSetting(_Model):
 
     enabled: bool = False
     description: str = Field(default="", description="segment description in Visma.net, e.g. 'Department'")
+    default: str = Field(
+        default="",
+        description="the segment value of lines without one (default: the all-zero value, if Visma.net holds it)",
+    )
 
 
 class ClosedPeriodPolicy(StrEnum):
@@ -152,6 +156,7 @@ RefusalCode = Literal[
     "run_not_locked",
     "dimension_not_activated",
     "segment_not_found",
+    "segment_default_missing",
     "unknown_account",
     "inactive_account",
     "unknown_segment_value",

@@ -44,12 +44,13 @@ def _amount(line: Mapping[str, Any], name: str) -> Decimal:
 
 
 def _segments(line: Mapping[str, Any]) -> list[SegmentUpdateDto] | None:
-    """The line's subaccount segments as booked; an all-zero value is the segment's default, not sent."""
+    """The line's subaccount segments as booked, every one of them (all-zero values too: a create gives every
+    segment of the dimension a value)."""
     subaccount = line.get("subaccount") or {}
     segments = [
         SegmentUpdateDto(segmentId=int(segment["segmentId"]), segmentValue=str(segment["segmentValue"]))
         for segment in subaccount.get("segments") or []
-        if str(segment.get("segmentValue") or "").strip("0")
+        if str(segment.get("segmentValue") or "").strip()
     ]
     return segments or None
 

@@ -30,10 +30,11 @@ ACCOUNTS: tuple[tuple[str, str, bool], ...] = (
     ("4999", "Old wages account (inactive)", False),
 )
 
-# SUBACCOUNT dimension: segment id, description, length, {value: active}
+# SUBACCOUNT dimension: segment id, description, length, {value: active}; the all-zero value of each segment is
+# what a line without a department or project books (every line gives every segment a value)
 SEGMENTS: tuple[tuple[int, str, int, dict[str, bool]], ...] = (
-    (1, "Department", 4, {"0100": True, "0200": True, "0300": True, "0900": False}),
-    (2, "Project", 3, {"001": True, "002": True, "003": True}),
+    (1, "Department", 4, {"0000": True, "0100": True, "0200": True, "0300": True, "0900": False}),
+    (2, "Project", 3, {"000": True, "001": True, "002": True, "003": True}),
 )
 
 CLOSED_PERIODS = {"202501", "202502", "202503", "202504", "202505", "202506"}  # closed in the GL
@@ -88,6 +89,7 @@ class DemoCompany:
     test_company: bool = False
     employees: int = 3
     notes: tuple[str, ...] = field(default=())
+    period_type: str = "month"  # Nmbrs periodType: month, 4-weeks or 1-week (its runs' periods count alike)
 
 
 COMPANIES: tuple[DemoCompany, ...] = (
@@ -115,6 +117,15 @@ COMPANIES: tuple[DemoCompany, ...] = (
     ),
     DemoCompany("3a0e0000-0000-4000-8000-000000001005", 1005, "Bakkerij West BV", "101", "1000001", locked=False),
     DemoCompany("3a0e0000-0000-4000-8000-000000002001", 2001, "Slapende Holding BV", "102", "1000003"),
+    DemoCompany(  # pays per four weeks: its period 3 (23 February .. 22 March) corrects period 1
+        "3a0e0000-0000-4000-8000-000000001006",
+        1006,
+        "Bakkerij Vierweken BV",
+        "101",
+        "1000002",
+        corrections=(1,),
+        period_type="4-weeks",
+    ),
 )
 
 

@@ -2,9 +2,9 @@
 
 Why once: every company mapped to the tenant is checked and mapped against the same reference, so a bureau's
 thousand companies in one administration cost three reads, not three thousand. The first company of a tenant
-reads it inside its own preparation (tasks/prepare.py), the others wait for that read and share it; a
-read that fails is remembered for the run, so each of the tenant's companies fails with the same reason
-without asking again.
+reads it inside its administration's preparation (flows/administrations.py), the others wait for that read
+and share it; a read that fails is remembered for the run, so each of the tenant's companies fails with the
+same reason without asking again.
 """
 
 from __future__ import annotations

@@ -296,8 +296,7 @@ def test_corrections_moved_out_of_closed_periods_are_not_booked_twice(sandboxes,
 
     tenant = world.tenants[TENANT]
     for period_id in ("202601", "202602"):  # the bookkeeper closes January and February
-        start, end, active, _ = tenant.periods[period_id]
-        tenant.periods[period_id] = (start, end, active, True)
+        tenant.close_period(period_id)
 
     again = post(companies=[1003])  # would now book January and February in March: the keys say it is done
     assert {r.status for r in again} == {Status.ALREADY_SENT}, how(again)

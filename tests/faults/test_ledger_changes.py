@@ -28,8 +28,7 @@ def test_a_period_closed_between_the_check_and_the_post_is_refused_for_that_comp
     tenant = world.tenants["1000001"]
 
     def close_march() -> None:
-        start, end, active, _ = tenant.periods["202603"]
-        tenant.periods["202603"] = (start, end, active, True)
+        tenant.close_period("202603")
 
     def march_lookup(request) -> bool:  # the look-up right before 1001's create: the check has passed
         return is_lookup(request) and request.tenant_id == "1000001" and "periodId=202603" in request.query

@@ -15,7 +15,7 @@ from nmbrs_visma.sandbox.demo_data import COMPANIES, DEMO_PERIOD, DEMO_YEAR
 pytestmark = pytest.mark.slow
 
 PERIOD = f"{DEMO_YEAR}-{DEMO_PERIOD:02d}"
-SENT_COMPANIES = {1001, 1002, 1003}  # 1004 test company, 1005 run not locked, 2001 blocked debtor
+SENT_COMPANIES = {1001, 1002, 1003, 1006}  # 1004 test company, 1005 run not locked, 2001 blocked debtor; 1006 4-weekly
 
 
 def company(number: int) -> object:

@@ -18,7 +18,7 @@ from nmbrs_visma.sandbox.demo_data import DEMO_PERIOD, DEMO_YEAR
 
 pytestmark = pytest.mark.slow
 
-POSTED = {1001, 1002, 1003, 1005}  # 1004 test company, 2001 blocked debtor; 1005's March run is not locked
+POSTED = {1001, 1002, 1003, 1005, 1006}  # 1004 test company, 2001 blocked debtor; 1005 March run unlocked
 
 
 def _pass(**kwargs: object) -> list[StatusRow]:
@@ -71,10 +71,10 @@ def test_each_locked_run_is_posted_once_and_a_run_locked_later_by_the_next_pass(
     assert calls["journal"] == 0
     # one runs listing per company with a run booked this year; the two never booked (refused) list last year
     # too, and read their period type, which the ledger learns from a booked run
-    assert calls["runs"] == 4 + 2 * 2 and calls["period"] == 2
+    assert calls["runs"] == 5 + 2 * 2 and calls["period"] == 2
     assert not [row for row in second if row.status is Status.SENT]
     assert [row.reference for row in second if row.status is Status.WAITING] == ["NM2603R1"]
-    assert {row.company for row in second if row.status is Status.NO_RUN} == {1001, 1002, 1003}
+    assert {row.company for row in second if row.status is Status.NO_RUN} == {1001, 1002, 1003, 1006}
     count = len(ledger(sandboxes))
 
     # the March run of 1005 is locked: the next pass posts it, and only it

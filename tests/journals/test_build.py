@@ -48,7 +48,8 @@ def test_demo_run_builds_one_transaction_per_period(run, mapping, reference, che
         [{"segmentId": 1, "segmentValue": "0200"}, {"segmentId": 2, "segmentValue": "002"}],
     ]
     net = next(line for line in march_lines if line["accountNumber"]["value"] == "1700")
-    assert "subaccount" not in net and net["creditAmountInCurrency"]["value"] == Decimal("2800.00")
+    assert net["subaccount"] == [{"segmentId": 1, "segmentValue": "0000"}, {"segmentId": 2, "segmentValue": "000"}]
+    assert net["creditAmountInCurrency"]["value"] == Decimal("2800.00")
     correction = lines_payload(january)
     sides = [(x["accountNumber"]["value"], x.get("debitAmountInCurrency"), x.get("creditAmountInCurrency"))
              for x in correction]  # fmt: skip

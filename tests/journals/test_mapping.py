@@ -37,8 +37,18 @@ def test_segment_plan_orders_pairs_by_segment_id(reference: AdministrationRefere
     )
     plan = segment_plan(mapping, reference)
     assert plan.segment_values("1", "100") == [(1, "0100"), (2, "001")]
-    assert plan.segment_values("", "100") == [(1, "0100")]
-    assert segment_plan(make_mapping(dimensions=False), reference).segment_values("1", "2") == []
+    # every segment gets a value: a line without a project books the segment's all-zero value
+    assert plan.segment_values("", "100") == [(1, "0100"), (2, "000")]
+    assert segment_plan(make_mapping(dimensions=False), reference).segment_values("1", "2") == [(1, "0000"), (2, "000")]
+    # what the line books, for its fingerprint: the zeros Visma.net would book for a left-out segment are left out
+    assert plan.content_values("", "100") == [(1, "0100")]
+
+
+def test_a_dimension_default_fills_lines_without_a_value(reference: AdministrationReference) -> None:
+    mapping = make_mapping(cost_unit=DimensionSetting(enabled=True, description="Project", default="3"))
+    plan = segment_plan(mapping, reference)
+    assert plan.segment_values("100", "") == [(1, "0100"), (2, "003")]
+    assert plan.content_values("100", "") == [(1, "0100"), (2, "003")]  # a chosen default is content
 
 
 def test_map_lines(reference: AdministrationReference) -> None:

@@ -112,8 +112,8 @@ def test_split_and_build_keep_every_cent_and_the_balance(check_payload, drawn) -
         assert debit == credit == transaction.debit_cents == transaction.credit_cents  # balanced stays balanced
     expected: Counter = Counter()
     for row in lines.itertuples():
-        center = row.cost_center.zfill(4) if row.cost_center else ""  # padded to the Department segment
-        unit = row.cost_unit.zfill(3) if row.cost_unit else ""  # padded to the Project segment
+        center = row.cost_center.zfill(4) if row.cost_center else "0000"  # padded to the Department segment
+        unit = row.cost_unit.zfill(3) if row.cost_unit else "000"  # padded to the Project segment, or its zero
         key = (moves.get(row.period_id, row.period_id), row.account, center, unit)
         expected[(*key, "debit")] += row.debit_cents
         expected[(*key, "credit")] += row.credit_cents

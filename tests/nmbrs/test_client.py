@@ -142,14 +142,14 @@ def test_companies_are_listed_per_debtor_never_globally(client, world) -> None:
     numbers = {}
     for debtor in client.debtors():
         numbers[debtor.number] = sorted(c.number for c in client.companies(debtor.debtor_id))
-    assert numbers == {"101": [1001, 1002, 1003, 1004, 1005], "102": [2001]}
+    assert numbers == {"101": [1001, 1002, 1003, 1004, 1005, 1006], "102": [2001]}
     assert not [e for e in world.calls() if e.path == "/api/companies"]
 
 
 def test_every_page_is_read(client, world) -> None:
     world.max_page_size = 1
     debtor = client.debtors()[0]
-    assert len(client.companies(debtor.debtor_id)) == 5
+    assert len(client.companies(debtor.debtor_id)) == 6
     runs = client.runs(company(1003), DEMO_YEAR)
     assert [r.run_number for r in runs] == [1, 2, 3]
     run_pages = [e for e in world.calls() if e.path.endswith("/runs")]

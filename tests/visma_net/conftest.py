@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from nmbrs_visma.clients.http import RetryPolicy
 from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+from nmbrs_visma.sandbox.demo_data import SEGMENTS
 from nmbrs_visma.sandbox.server import RunningServer, start_server
 from nmbrs_visma.sandbox.visma_net import (
     DEMO_REDIRECT_URI,
@@ -82,6 +83,7 @@ _SETTINGS = (
     "rate_limit_per_window",
     "rate_window_seconds",
     "max_page_size",
+    "require_complete_subaccounts",
 )
 
 
@@ -103,19 +105,35 @@ def clean_world(request: pytest.FixtureRequest) -> Iterator[None]:
         client.rotate_refresh_tokens = True
 
 
+Segments = list[tuple[int, str]]
+
+# The zero value of each segment of the demo tenants' SUBACCOUNT dimension: {1: "0000", 2: "000"}.
+ZERO_SEGMENTS: dict[int, str] = {segment_id: "0" * length for segment_id, _, length, _ in SEGMENTS}
+
+
+def subaccount(*given: tuple[int, str]) -> Segments:
+    """A complete subaccount: the `given` (segmentId, value) pairs, in their order, then every segment of the
+    demo dimension they leave out at its zero value. The emulator refuses a create whose line leaves out a
+    segment (`require_complete_subaccounts`, on by default); a payload meant to be valid is built with this."""
+    named = {segment_id for segment_id, _ in given}
+    return [*given, *((segment_id, zero) for segment_id, zero in ZERO_SEGMENTS.items() if segment_id not in named)]
+
+
 def journal(
     period: str = "202603",
     *,
-    lines: list[tuple[str, str, str, list[tuple[int, str]]]] | None = None,
+    lines: list[tuple[str, str, str, Segments]] | None = None,
     description: str = "Payroll March [nv:test]",
     hold: bool | None = None,
     branch: str = "1",
 ) -> dict[str, Any]:
-    """A JournalTransactionUpdateDto; lines are (account, debit, credit, [(segmentId, value)])."""
+    """A JournalTransactionUpdateDto; lines are (account, debit, credit, [(segmentId, value)]). The default
+    lines give every segment; given lines are sent as they are (a segment left out stays out: build them with
+    `subaccount` unless the test is about an incomplete subaccount)."""
     lines = lines or [
         ("4000", "1234567.89", "0", [(1, "0100"), (2, "001")]),
-        ("1700", "0", "1000000.00", []),
-        ("1600", "0", "234567.89", []),
+        ("1700", "0", "1000000.00", subaccount()),
+        ("1600", "0", "234567.89", subaccount()),
     ]
     body: dict[str, Any] = {
         "transactionDate": {"value": f"{period[:4]}-{period[4:]}-28T00:00:00"},

@@ -15,7 +15,7 @@ from nmbrs_visma.clients.http import AuthError, NotFound, RetryPolicy, ServerErr
 from nmbrs_visma.clients.visma_net import VismaConnectAuth
 from nmbrs_visma.sandbox.visma_net import INTERACTIVE_CLIENT_ID
 
-from .conftest import TENANT, Sandbox, dumps, journal
+from .conftest import TENANT, Sandbox, dumps, journal, subaccount
 
 
 def _interactive(sandbox: Sandbox, tokens: list[dict], **kwargs) -> VismaConnectAuth:
@@ -245,7 +245,7 @@ def test_listing_pages_count_lines_and_batches_straddle_pages(sandbox: Sandbox) 
 
 
 def test_hold_accepts_an_unbalanced_batch(sandbox: Sandbox) -> None:
-    lines = [("4000", "10.00", "0", []), ("1700", "0", "9.99", [])]
+    lines = [("4000", "10.00", "0", subaccount()), ("1700", "0", "9.99", subaccount())]
     with sandbox.client() as client:
         batch = client.create_journal_transaction(dumps(journal(lines=lines, hold=True)))
         assert client.journal_transaction(batch)["status"] == "Hold"
@@ -254,29 +254,41 @@ def test_hold_accepts_an_unbalanced_batch(sandbox: Sandbox) -> None:
 
 
 BAD = {
-    "unknown account": (journal(lines=[("8888", "1", "0", []), ("1700", "0", "1", [])]), "AccountNotFound", "8888"),
-    "inactive account": (journal(lines=[("4999", "1", "0", []), ("1700", "0", "1", [])]), "AccountInactive", "4999"),
+    "unknown account": (
+        journal(lines=[("8888", "1", "0", subaccount()), ("1700", "0", "1", subaccount())]),
+        "AccountNotFound",
+        "8888",
+    ),
+    "inactive account": (
+        journal(lines=[("4999", "1", "0", subaccount()), ("1700", "0", "1", subaccount())]),
+        "AccountInactive",
+        "4999",
+    ),
     "unknown segment value": (
-        journal(lines=[("4000", "1", "0", [(1, "0777")]), ("1700", "0", "1", [])]),
+        journal(lines=[("4000", "1", "0", subaccount((1, "0777"))), ("1700", "0", "1", subaccount())]),
         "SegmentValueNotFound",
         "0777",
     ),
     "inactive segment value": (
-        journal(lines=[("4000", "1", "0", [(1, "0900")]), ("1700", "0", "1", [])]),
+        journal(lines=[("4000", "1", "0", subaccount((1, "0900"))), ("1700", "0", "1", subaccount())]),
         "SegmentValueInactive",
         "0900",
     ),
     "unknown segment": (
-        journal(lines=[("4000", "1", "0", [(7, "1")]), ("1700", "0", "1", [])]),
+        journal(lines=[("4000", "1", "0", subaccount((7, "1"))), ("1700", "0", "1", subaccount())]),
         "SegmentNotFound",
         "7",
     ),
     "closed period": (journal("202501"), "FinancialPeriodClosed", "202501"),
     "inactive period": (journal("202612"), "FinancialPeriodInactive", "202612"),
     "missing period": (journal("203001"), "FinancialPeriodNotFound", "203001"),
-    "unbalanced": (journal(lines=[("4000", "10.00", "0", []), ("1700", "0", "9.99", [])]), "BatchOutOfBalance", "9.99"),
+    "unbalanced": (
+        journal(lines=[("4000", "10.00", "0", subaccount()), ("1700", "0", "9.99", subaccount())]),
+        "BatchOutOfBalance",
+        "9.99",
+    ),
     "sub-cent amount": (
-        journal(lines=[("4000", "1.005", "0", []), ("1700", "0", "1.005", [])]),
+        journal(lines=[("4000", "1.005", "0", subaccount()), ("1700", "0", "1.005", subaccount())]),
         "InvalidAmount",
         "1.005",
     ),

@@ -9,46 +9,15 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import httpx2
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
 
 from .conftest import TENANT, Sandbox, dumps, journal
+from .spec import Spec
 
 pytestmark = pytest.mark.contract
-
-
-def _strict(node: Any) -> Any:
-    if isinstance(node, dict):
-        node = {key: _strict(value) for key, value in node.items()}
-        if "properties" in node and "additionalProperties" not in node:
-            node["additionalProperties"] = False
-        return node
-    if isinstance(node, list):
-        return [_strict(item) for item in node]
-    return node
-
-
-class Spec:
-    def __init__(self, reference_dir: Path) -> None:
-        paths = sorted((reference_dir / "visma-net-erp").glob("*.yml"))
-        self.docs = [yaml.safe_load(path.read_text()) for path in paths]
-
-    def operation(self, method: str, path: str) -> tuple[dict, dict]:
-        for doc in self.docs:
-            for template, operations in doc["paths"].items():
-                pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
-                if re.match(pattern, path, re.IGNORECASE) and method.lower() in operations:
-                    return doc, operations[method.lower()]
-        raise AssertionError(f"{method} {path} is not in the published spec")
-
-    @staticmethod
-    def validator(doc: dict, schema: dict) -> Draft202012Validator:
-        return Draft202012Validator(_strict({**schema, "components": doc["components"]}))
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +108,52 @@ def test_the_strict_validator_catches_a_misnamed_field(exercised: Sandbox, spec:
     assert list(spec.validator(doc, schema).iter_errors(json.loads(dumps(body))))
 
 
-def test_the_emulator_knows_exactly_the_properties_the_spec_defines(spec: Spec) -> None:
-    from nmbrs_visma.sandbox.visma_net.journal import HEADER_PROPERTIES, LINE_PROPERTIES, SEGMENT_PROPERTIES
+def _kind(schema: dict) -> str:
+    """The emulator's name of a JSON type: string, date-time, boolean, number or int32."""
+    if schema["type"] == "integer":
+        assert schema.get("format") == "int32", schema
+        return "int32"
+    if schema["type"] == "string" and schema.get("format") == "date-time":
+        return "date-time"
+    return schema["type"]
+
+
+def _kinds(schemas: dict, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A schema's DtoValue-wrapped properties and its plain scalar ones, each with its kind."""
+    wrapped, plain = {}, {}
+    for prop, schema in schemas[name]["properties"].items():
+        if "$ref" in schema:
+            target = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+            assert set(target["properties"]) == {"value"}, f"{name}.{prop} is not a DtoValue"
+            wrapped[prop] = _kind(target["properties"]["value"])
+        elif schema.get("type") != "array":
+            plain[prop] = _kind(schema)
+    return wrapped, plain
+
+
+def test_the_emulator_knows_exactly_the_properties_and_types_the_spec_defines(spec: Spec) -> None:
+    from nmbrs_visma.sandbox.visma_net.journal import (
+        HEADER_PROPERTIES,
+        HEADER_VALUES,
+        LINE_PROPERTIES,
+        LINE_VALUES,
+        OPERATIONS,
+        SEGMENT_FIELDS,
+        SEGMENT_PROPERTIES,
+    )
 
     doc, _ = spec.operation("POST", "/v2/journaltransaction")
     schemas = doc["components"]["schemas"]
     assert set(schemas["JournalTransactionUpdateDto"]["properties"]) == HEADER_PROPERTIES
     assert set(schemas["JournalTransactionLineUpdateDto"]["properties"]) == LINE_PROPERTIES
     assert set(schemas["SegmentUpdateDto"]["properties"]) == SEGMENT_PROPERTIES
+    assert _kinds(schemas, "JournalTransactionUpdateDto") == (HEADER_VALUES, {})
+    assert _kinds(schemas, "JournalTransactionLineUpdateDto") == (LINE_VALUES, {"operation": "string"})
+    assert _kinds(schemas, "SegmentUpdateDto") == ({}, SEGMENT_FIELDS)
+    assert tuple(schemas["JournalTransactionLineUpdateDto"]["properties"]["operation"]["enum"]) == OPERATIONS
+    header, line = schemas["JournalTransactionUpdateDto"], schemas["JournalTransactionLineUpdateDto"]
+    assert header["properties"]["journalTransactionLines"]["items"]["$ref"].endswith("/JournalTransactionLineUpdateDto")
+    assert line["properties"]["subaccount"]["items"]["$ref"].endswith("/SegmentUpdateDto")
 
 
 @pytest.mark.parametrize(
@@ -169,7 +176,7 @@ def test_the_emulator_refuses_a_property_the_spec_does_not_define(
     elif where == "line":
         line["debitAmount"] = {"value": 1}  # the response's name, not the update DTO's
     else:
-        line["subaccount"] = [{"segmentId": 1, "segmentValue": "0100", "segmentDescription": "Department"}]
+        line["subaccount"][0]["segmentDescription"] = "Department"  # the response's name; the rest is complete
     refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(body), headers=headers)
     assert refused.status_code == 400, refused.text
     assert refused.json()["ExceptionMessage"] == expected

@@ -17,7 +17,7 @@ import pytest
 
 from nmbrs_visma.clients.visma_net import JournalTransactionSummary
 
-from .conftest import TENANT, Sandbox, dumps, journal
+from .conftest import TENANT, Sandbox, Segments, dumps, journal, subaccount
 
 LINES = 3  # every batch of `_post` has three lines
 
@@ -30,14 +30,14 @@ def listing_defaults(sandbox: Sandbox) -> Iterator[None]:
     world.listing_pages, world.listing_lag, world.max_page_size = saved
 
 
-def _lines(n: int) -> list[tuple[str, str, str, list[tuple[int, str]]]]:
+def _lines(n: int) -> list[tuple[str, str, str, Segments]]:
     """Three balanced lines with amounts distinct per batch: totals show that no line was lost or doubled."""
     debit = Decimal("1000.01") * n
     part = (debit / 3).quantize(Decimal("0.01"))
     return [
-        ("4000", str(debit), "0", [(1, "0100")]),
-        ("1700", "0", str(part), []),
-        ("1600", "0", str(debit - part), []),
+        ("4000", str(debit), "0", subaccount((1, "0100"))),
+        ("1700", "0", str(part), subaccount()),
+        ("1600", "0", str(debit - part), subaccount()),
     ]
 
 

@@ -205,13 +205,15 @@ class NmbrsWorld:
 
     # seeding ------------------------------------------------------------------------------------------
     def seed_demo(self) -> NmbrsWorld:
-        """Load demo_data: every company gets locked normal runs for January and February of DEMO_YEAR and a
-        run for DEMO_PERIOD (with its corrections, locked as the demo says)."""
+        """Load demo_data: every company gets locked normal runs for its periods 1 and 2 of DEMO_YEAR (January and
+        February; a 4-weekly company's first eight weeks) and a run for period DEMO_PERIOD (with its corrections,
+        locked as the demo says)."""
         debtor_ids = {debtor.number: debtor.debtor_id for debtor in DEBTORS}
         for debtor in DEBTORS:
             self.debtors[debtor.debtor_id] = debtor
         for company in COMPANIES:
-            self.add_company(company, debtor_ids[company.debtor], _STYLES.get(company.number, ISO_STYLE))
+            style = _STYLES.get(company.number, ISO_STYLE)
+            self.add_company(company, debtor_ids[company.debtor], style, period_type=company.period_type)
             for period in range(1, DEMO_PERIOD):
                 self.add_run(company, DEMO_YEAR, period)
             self.add_run(company, DEMO_YEAR, DEMO_PERIOD, corrections=company.corrections, locked=company.locked)

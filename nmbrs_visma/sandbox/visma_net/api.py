@@ -12,6 +12,8 @@ import asyncio
 import datetime as dt
 import json
 import math
+import re
+import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,25 +27,42 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmbrs_visma.sandbox.visma_net.connect import create_connect_router
 from nmbrs_visma.sandbox.visma_net.journal import VismaFault, list_page, transaction_dto, validate_create
-from nmbrs_visma.sandbox.visma_net.world import Grant, Received, Tenant, VismaWorld
+from nmbrs_visma.sandbox.visma_net.world import Grant, PeriodRecord, Received, Tenant, VismaWorld
 
 TENANT_HEADER = "ipp-company-id"  # optional: when sent, it must name the token's tenant
 
 
+# marks a Decimal no double holds (a per-process token, so no text a client sent can pass for it); render() turns
+# the marked string back into a bare number literal
+_EXACT = f"\x00{secrets.token_hex(8)}:"
+_EXACT_ESCAPED = json.dumps(_EXACT)[1:-1]
+_EXACT_LITERAL = re.compile(f'"{re.escape(_EXACT_ESCAPED)}([^"]+)"')
+
+
 def _number(value: object) -> object:
+    """A Decimal as a double when that round-trips it (the fast path: json's C encoder), else marked for render()."""
     if isinstance(value, Decimal):
         as_float = float(value)
-        if Decimal(repr(as_float)) != value.normalize() and Decimal(repr(as_float)) != value:
-            raise ValueError(f"{value} cannot be rendered as an exact JSON number")
-        return as_float
+        if Decimal(repr(as_float)) == value:  # numeric equality: 12.0 holds 12.00
+            return as_float
+        return f"{_EXACT}{value}"
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _not_json(constant: str) -> None:
+    """NaN and Infinity: Python's json reads them, JSON has no such number."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 class DecimalJSONResponse(JSONResponse):
-    """JSON with Decimal amounts written as exact numbers (2-decimal amounts round-trip through a double)."""
+    """JSON with Decimal amounts written as exact numbers: through a double when it round-trips (every amount of
+    up to 15 digits), else as the Decimal's own literal (a large amount a create accepted)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, default=_number, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(content, default=_number, ensure_ascii=False, separators=(",", ":"))
+        if _EXACT_ESCAPED in text:
+            text = _EXACT_LITERAL.sub(r"\1", text)
+        return text.encode()
 
 
 class _DroppedConnection(Exception):
@@ -185,26 +204,11 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
 
     @app.get("/v1/financialPeriod")
     async def financial_periods(request: Request, who: Caller = Depends(caller), greaterThanValue: str | None = None):
-        periods = []
-        for period_id, (start, end, active, closed) in sorted(who.tenant.periods.items()):
-            if greaterThanValue and period_id <= greaterThanValue:
-                continue
-            periods.append(
-                {
-                    "year": int(period_id[:4]),
-                    "period": period_id,
-                    "startDate": f"{start.isoformat()}T00:00:00",
-                    "endDate": f"{end.isoformat()}T00:00:00",
-                    "description": start.strftime("%B"),
-                    "active": active,
-                    "closedInSupplierLedger": closed,
-                    "closedInCustomerLedger": closed,
-                    "closedInInventoryManagement": closed,
-                    "closedInGeneralLedger": closed,
-                    "closedInCashManagement": closed,
-                    "closedInFixedAssets": closed,
-                }
-            )
+        periods = [
+            period_dto(period_id, record)
+            for period_id, record in sorted(who.tenant.periods.items())
+            if _after(period_id, greaterThanValue)
+        ]
         return answer(request, periods)
 
     @app.get("/v1/dimension/{dimensionId}")
@@ -298,10 +302,11 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
     async def create(request: Request, who: Caller = Depends(caller)):
         raw = await request.body()
         try:
-            body = json.loads(raw, parse_float=Decimal)
+            body = json.loads(raw, parse_float=Decimal, parse_constant=_not_json)
         except ValueError:
             raise VismaFault(400, "The request body is not valid JSON", "InvalidFormat") from None
-        transaction, _ = validate_create(who.tenant, body)
+        complete = world.complete_subaccounts_required(who.tenant)
+        transaction, _ = validate_create(who.tenant, body, complete_subaccounts=complete)
         with world.lock:
             transaction.batch_number = f"{who.tenant.next_batch:06d}"
             transaction.created_at = world.clock()
@@ -315,8 +320,8 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
         if lost == "timeout":
             await asyncio.sleep(world.faults.lose_timeout)
         location = f"{str(request.base_url).rstrip('/')}/v2/journaltransaction/{transaction.batch_number}"
-        headers = {**request.state.rate_headers, "Location": location}
-        return Response(status_code=201, headers=headers)
+        # the spec's 201 carries an application/json object; the batch number itself is in the Location header
+        return answer(request, {}, status=201, headers={"Location": location})
 
     def _batch(tenant: Tenant, number: str):
         tx = tenant.batches.get(number)
@@ -376,9 +381,38 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
                 raise VismaFault(400, f"Batch {tx.batch_number} has status {tx.status}", "InvalidStatus")
             tx.status = "Posted" if world.post_on_release else "Unposted"
             tx.last_modified = dt.datetime.now(dt.UTC)
-        return answer(request, {"actionId": str(uuid.uuid4()), "actionResult": "Done", "errorInfo": None})
+        # ReleaseJournalTransactionActionResultDto (actionId, actionResult, errorInfo: strings); no error, no errorInfo
+        return answer(request, {"actionId": str(uuid.uuid4()), "actionResult": "Done"})
 
     return app
+
+
+def _after(period_id: str, greater_than: str | None) -> bool:
+    """`greaterThanValue`: a year `YYYY` keeps the later years' periods, a `YYYYPP` the later periods."""
+    if not greater_than:
+        return True
+    if len(greater_than) == 4 and greater_than.isdigit():
+        return period_id[:4] > greater_than
+    return period_id > greater_than
+
+
+def period_dto(period_id: str, record: PeriodRecord) -> dict[str, Any]:
+    """A `FinancialPeriodDto`: exactly the spec's properties, each `closedIn*` flag from its own workspace."""
+    closed = record.closed_in
+    return {
+        "year": int(period_id[:4]),  # the financial year the period belongs to (its YYYY), not its calendar year
+        "period": period_id,
+        "startDate": f"{record.start.isoformat()}T00:00:00",
+        "endDate": f"{record.end.isoformat()}T00:00:00",
+        "description": record.description,
+        "active": record.active,
+        "closedInSupplierLedger": "supplier" in closed,
+        "closedInCustomerLedger": "customer" in closed,
+        "closedInInventoryManagement": "inventory" in closed,
+        "closedInGeneralLedger": "general" in closed,
+        "closedInCashManagement": "cash" in closed,
+        "closedInFixedAssets": "fixed_assets" in closed,
+    }
 
 
 def _unauthorised(message: str) -> VismaFault:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from decimal import Decimal, InvalidOperation
-from typing import Any
+import json
+from decimal import Context, Decimal
+from typing import Any, Literal
 
 from nmbrs_visma.sandbox.visma_net.world import ListingPages, StoredLine, StoredTransaction, Tenant
 
@@ -29,31 +30,135 @@ class VismaFault(Exception):
         self.headers = dict(headers or {})
 
 
+# The create DTO as the published schema defines it (JournalTransactionUpdateDto, JournalTransactionLineUpdateDto,
+# SegmentUpdateDto; a contract test holds these tables to the spec). A `*_VALUES` property is a DtoValue wrapper,
+# `{"value": <kind>}`; the others are written plain. Anything else is refused: a field the client invents would
+# be lost, and a value of the wrong JSON type is one Visma.net cannot bind.
+Kind = Literal["string", "boolean", "date-time", "number", "int32"]
+
+HEADER_VALUES: dict[str, Kind] = {
+    "batchNumber": "string", "hold": "boolean", "transactionDate": "date-time", "postPeriod": "string",
+    "financialPeriod": "string", "ledger": "string", "currencyId": "string", "exchangeRate": "number",
+    "autoReversing": "boolean", "description": "string", "controlTotalInCurrency": "number",
+    "createVatTransaction": "boolean", "skipVatAmountValidation": "boolean", "transactionCode": "string",
+    "branch": "string", "overrideNumberSeries": "boolean",
+}  # fmt: skip
+LINE_VALUES: dict[str, Kind] = {
+    "lineNumber": "int32", "accountNumber": "string", "project": "string", "projectTask": "string",
+    "referenceNumber": "string", "transactionDescription": "string", "debitAmountInCurrency": "number",
+    "creditAmountInCurrency": "number", "vatCodeId": "string", "vatId": "string", "branch": "string",
+    "uom": "string", "quantity": "number", "note": "string",
+}  # fmt: skip
+SEGMENT_FIELDS: dict[str, Kind] = {"segmentId": "int32", "segmentValue": "string"}
+OPERATIONS = ("Insert", "Update", "Delete")  # JournalTransactionLineUpdateDto.operation's enum
+
+HEADER_PROPERTIES = frozenset({*HEADER_VALUES, "journalTransactionLines"})
+LINE_PROPERTIES = frozenset({*LINE_VALUES, "operation", "subaccount"})
+SEGMENT_PROPERTIES = frozenset(SEGMENT_FIELDS)
+
+INT32 = range(-(2**31), 2**31)
+# DtoValueOfDecimal binds to a .NET decimal (the schema says "double"): beyond its range the value cannot bind
+MAX_DECIMAL = Decimal("79228162514264337593543950335")
+_WIDE = Context(prec=100)  # quantizing a large amount to cents needs more than the default 28 digits
+_ARTICLE = {"string": "a string", "boolean": "a boolean", "date-time": "a date-time string"}
+_ARTICLE |= {"number": "a number", "int32": "an integer"}
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (the body is parsed with Decimal floats; a bool is not a number)."""
+    return isinstance(value, int | Decimal) and not isinstance(value, bool)
+
+
+def _check_kind(value: Any, kind: Kind, where: str) -> None:
+    """Refuse a value that is not of the schema's JSON type (null included: no property is nullable)."""
+    if kind in ("string", "date-time"):
+        ok = isinstance(value, str)
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+    elif kind == "int32":
+        ok = _is_number(value)
+        if ok and not INT32.start <= value < INT32.stop:  # compared before int(): 1e999999999 is a JSON number
+            raise VismaFault(400, f"{where}: {value} is outside the int32 range", "InvalidFormat")
+        ok = ok and value == int(value)  # JSON Schema: 2.0 is an integer too
+    else:
+        ok = _is_number(value)
+        if ok and abs(value) > MAX_DECIMAL:
+            raise VismaFault(400, f"{where}: {value} is outside the range of a decimal", "InvalidFormat")
+    if not ok:
+        raise VismaFault(400, f"{where}: not {_ARTICLE[kind]}", "InvalidFormat")
+
+
+def _check_wrapped(body: dict[str, Any], name: str, kind: Kind, prefix: str) -> None:
+    """A DtoValue property: `{"value": <kind>}`; `{}` means not given, any key but "value" is refused."""
+    if name not in body:
+        return
+    field = body[name]
+    if not isinstance(field, dict) or set(field) - {"value"}:
+        raise VismaFault(400, f'{prefix}{name}: expected an object {{"value": ...}}', "InvalidFormat")
+    if "value" in field:
+        _check_kind(field["value"], kind, f"{prefix}{name}")
+
+
+def _check_object(body: Any, values: dict[str, Kind], defined: frozenset[str], schema: str, where: str) -> None:
+    """An object of `schema`: only its properties, each DtoValue wrapped and of its kind."""
+    if not isinstance(body, dict):
+        raise VismaFault(400, f"{where}must be a {schema} object", "InvalidFormat")
+    _defined_only(body, defined, schema, where.removesuffix(": "))
+    for name, kind in values.items():
+        _check_wrapped(body, name, kind, where)
+
+
+def _check_list(body: dict[str, Any], name: str, where: str) -> list[Any]:
+    """An array property's items ([] when not given; null is not an array)."""
+    items = body.get(name, [])
+    if not isinstance(items, list):
+        raise VismaFault(400, f"{where}{name}: not an array", "InvalidFormat")
+    return items
+
+
+def _check_line(line: Any, where: str) -> None:
+    _check_object(line, LINE_VALUES, LINE_PROPERTIES, "JournalTransactionLineUpdateDto", where)
+    if "operation" in line:
+        operation = line["operation"]
+        if not isinstance(operation, str) or operation not in OPERATIONS:
+            allowed = ", ".join(OPERATIONS)
+            shown = json.dumps(operation, default=str)
+            raise VismaFault(400, f"{where}operation: {shown} is not one of {allowed}", "InvalidFormat")
+    for segment in _check_list(line, "subaccount", where):
+        if not isinstance(segment, dict):
+            raise VismaFault(400, f"{where}subaccount: a segment must be a SegmentUpdateDto object", "InvalidFormat")
+        _defined_only(segment, SEGMENT_PROPERTIES, "SegmentUpdateDto", where.removesuffix(": "))
+        for name, kind in SEGMENT_FIELDS.items():
+            if name in segment:
+                _check_kind(segment[name], kind, f"{where}{name}")
+
+
+def check_shape(body: Any) -> None:
+    """Refuse a create the published schema refuses: a property it does not define, a value of another JSON type,
+    a DtoValue not wrapped as `{"value": ...}`, an `operation` outside its enum. Lines are named "Line N"."""
+    if not isinstance(body, dict):
+        raise VismaFault(400, "The request body must be a JournalTransaction object", "InvalidFormat")
+    _check_object(body, HEADER_VALUES, HEADER_PROPERTIES, "JournalTransactionUpdateDto", "")
+    for number, line in enumerate(_check_list(body, "journalTransactionLines", ""), start=1):
+        _check_line(line, f"Line {number}: ")
+
+
 def _value(body: dict[str, Any], name: str) -> Any:
-    field = body.get(name)
-    if field is None:
-        return None
-    if not isinstance(field, dict) or len(field) > ("value" in field):  # any key but "value"
-        raise VismaFault(400, f'{name}: expected an object {{"value": ...}}', "InvalidFormat")
-    return field.get("value")
+    """The value of a DtoValue property already through `check_shape` (None when not given)."""
+    return (body.get(name) or {}).get("value")
 
 
 def _amount(value: Any, where: str) -> Decimal:
     if value is None:
         return Decimal("0")
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):  # the schema's number: "12.00" is refused
-        raise VismaFault(400, f"{where}: not a number", "InvalidFormat")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise VismaFault(400, f"{where}: not a number", "InvalidFormat") from None
-    if amount != amount.quantize(CENT):
+    amount = Decimal(value)
+    if amount != amount.quantize(CENT, context=_WIDE):
         raise VismaFault(400, f"{where}: {amount} has more than 2 decimals", "InvalidAmount")
-    return amount.quantize(CENT)
+    return amount.quantize(CENT, context=_WIDE)
 
 
 def _date(value: Any) -> dt.date:
-    if not isinstance(value, str):
+    if value is None:
         raise VismaFault(400, "transactionDate is required", "MandatoryField")
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date()
@@ -62,63 +167,51 @@ def _date(value: Any) -> dt.date:
 
 
 def _period(tenant: Tenant, body: dict[str, Any]) -> str:
+    """The financial period booked in: it must exist, be active and be open in the general ledger.
+
+    The transaction date is not held to the period's dates: neither the spec nor Visma.net's documentation says
+    that a create is refused when `transactionDate` falls outside `financialPeriod` (a payroll correction is
+    booked in the period it corrects, dated by the run), so the emulator refuses no such create.
+    """
     period_id = _value(body, "financialPeriod")
     post_period = _value(body, "postPeriod")
     if not period_id and post_period:  # MMYYYY
-        period_id = f"{str(post_period)[2:]}{str(post_period)[:2]}"
+        period_id = f"{post_period[2:]}{post_period[:2]}"
     if not period_id:
         raise VismaFault(400, "financialPeriod is required", "MandatoryField")
-    period = tenant.periods.get(str(period_id))
+    period = tenant.periods.get(period_id)
     if period is None:
         raise VismaFault(400, f"Financial period {period_id} does not exist", "FinancialPeriodNotFound")
-    _, _, active, closed = period
-    if not active:
+    if not period.active:
         raise VismaFault(400, f"Financial period {period_id} is inactive", "FinancialPeriodInactive")
-    if closed:
+    if period.closed_in_gl:
         raise VismaFault(400, f"Financial period {period_id} is closed in General Ledger", "FinancialPeriodClosed")
-    return str(period_id)
+    return period_id
 
 
-def _subaccount(tenant: Tenant, raw: Any, where: str) -> dict[int, str]:
+def _subaccount(tenant: Tenant, raw: list[dict[str, Any]], where: str, complete: bool) -> dict[int, str]:
+    """The line's segment values, each known and active; with `complete`, every segment of the dimension."""
     values: dict[int, str] = {}
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        raise VismaFault(400, f"{where}: subaccount must be a list of segments", "InvalidFormat")
     for item in raw:
-        if not isinstance(item, dict):
-            raise VismaFault(400, f"{where}: subaccount segment must be an object", "InvalidFormat")
-        _defined_only(item, SEGMENT_PROPERTIES, "SegmentUpdateDto", where)
         segment_id, value = item.get("segmentId"), item.get("segmentValue")
-        segment = tenant.segments.get(segment_id) if isinstance(segment_id, int) else None
+        segment = tenant.segments.get(int(segment_id)) if segment_id is not None else None
         if segment is None:
             raise VismaFault(400, f"{where}: segment {segment_id} does not exist", "SegmentNotFound")
         description, _, known = segment
-        if not isinstance(value, str) or value not in known:
+        if value not in known:
             raise VismaFault(400, f"{where}: {description} value {value!r} does not exist", "SegmentValueNotFound")
         if not known[value]:
             raise VismaFault(400, f"{where}: {description} value {value!r} is inactive", "SegmentValueInactive")
-        values[segment_id] = value
+        values[int(segment_id)] = value
+    missing = sorted(set(tenant.segments) - set(values))
+    if complete and missing:
+        names = ", ".join(str(segment_id) for segment_id in missing)
+        raise VismaFault(
+            400,
+            f"{where}: subaccount has no value for segment {names} of dimension {tenant.dimension_id}",
+            "SubaccountIncomplete",
+        )
     return values
-
-
-# The properties the published schema defines (JournalTransactionUpdateDto, its lines, SegmentUpdateDto; a
-# contract test holds these to the spec). Anything else is refused: a field the client invents would be lost.
-HEADER_PROPERTIES = frozenset(
-    {
-        "autoReversing", "batchNumber", "branch", "controlTotalInCurrency", "createVatTransaction", "currencyId",
-        "description", "exchangeRate", "financialPeriod", "hold", "journalTransactionLines", "ledger",
-        "overrideNumberSeries", "postPeriod", "skipVatAmountValidation", "transactionCode", "transactionDate",
-    }
-)  # fmt: skip
-LINE_PROPERTIES = frozenset(
-    {
-        "accountNumber", "branch", "creditAmountInCurrency", "debitAmountInCurrency", "lineNumber", "note",
-        "operation", "project", "projectTask", "quantity", "referenceNumber", "subaccount",
-        "transactionDescription", "uom", "vatCodeId", "vatId",
-    }
-)  # fmt: skip
-SEGMENT_PROPERTIES = frozenset({"segmentId", "segmentValue"})
 
 
 def _defined_only(body: dict[str, Any], defined: frozenset[str], schema: str, where: str = "") -> None:
@@ -129,11 +222,10 @@ def _defined_only(body: dict[str, Any], defined: frozenset[str], schema: str, wh
         raise VismaFault(400, f"{prefix}{names}: not a property of {schema}", "InvalidFormat")
 
 
-def validate_create(tenant: Tenant, body: Any) -> tuple[StoredTransaction, bool]:
-    """Check a create payload against the tenant; return the batch to book (number not yet set) and `hold`."""
-    if not isinstance(body, dict):
-        raise VismaFault(400, "The request body must be a JournalTransaction object", "InvalidFormat")
-    _defined_only(body, HEADER_PROPERTIES, "JournalTransactionUpdateDto")
+def validate_create(tenant: Tenant, body: Any, *, complete_subaccounts: bool = False) -> tuple[StoredTransaction, bool]:
+    """Check a create payload against the schema and the tenant; return the batch to book (number not yet set)
+    and `hold`. `complete_subaccounts`: refuse a line whose subaccount leaves out a segment."""
+    check_shape(body)
     hold = bool(_value(body, "hold"))
     period_id = _period(tenant, body)
     transaction_date = _date(_value(body, "transactionDate"))
@@ -144,40 +236,9 @@ def validate_create(tenant: Tenant, body: Any) -> tuple[StoredTransaction, bool]
     if branch not in tenant.branches:
         raise VismaFault(400, f"Branch {branch} does not exist", "BranchNotFound")
     raw_lines = body.get("journalTransactionLines") or []
-    if not isinstance(raw_lines, list) or not raw_lines:
+    if not raw_lines:
         raise VismaFault(400, "A journal transaction needs at least one line", "MandatoryField")
-    lines: list[StoredLine] = []
-    for number, raw in enumerate(raw_lines, start=1):
-        where = f"Line {number}"
-        if not isinstance(raw, dict):
-            raise VismaFault(400, f"{where}: must be an object", "InvalidFormat")
-        _defined_only(raw, LINE_PROPERTIES, "JournalTransactionLineUpdateDto", where)
-        account = _value(raw, "accountNumber")
-        if not account:
-            raise VismaFault(400, f"{where}: accountNumber is required", "MandatoryField")
-        known = tenant.accounts.get(str(account))
-        if known is None:
-            raise VismaFault(400, f"{where}: Account {account} does not exist", "AccountNotFound")
-        if not known[1]:
-            raise VismaFault(400, f"{where}: Account {account} is inactive", "AccountInactive")
-        reference = _value(raw, "referenceNumber") or ""
-        if len(str(reference)) > MAX_REFERENCE:
-            raise VismaFault(400, f"{where}: referenceNumber longer than {MAX_REFERENCE} characters", "FieldTooLong")
-        line_branch = _value(raw, "branch") or branch
-        if line_branch not in tenant.branches:
-            raise VismaFault(400, f"{where}: Branch {line_branch} does not exist", "BranchNotFound")
-        lines.append(
-            StoredLine(
-                line_number=number,
-                account=str(account),
-                subaccount=_subaccount(tenant, raw.get("subaccount"), where),
-                reference=str(reference),
-                description=str(_value(raw, "transactionDescription") or ""),
-                debit=_amount(_value(raw, "debitAmountInCurrency"), f"{where}: debitAmountInCurrency"),
-                credit=_amount(_value(raw, "creditAmountInCurrency"), f"{where}: creditAmountInCurrency"),
-                branch=str(line_branch),
-            )
-        )
+    lines = [_line(tenant, raw, number, branch, complete_subaccounts) for number, raw in enumerate(raw_lines, start=1)]
     debit = sum((line.debit for line in lines), Decimal("0"))
     credit = sum((line.credit for line in lines), Decimal("0"))
     if not hold and debit != credit:
@@ -188,16 +249,45 @@ def validate_create(tenant: Tenant, body: Any) -> tuple[StoredTransaction, bool]
         batch_number="",
         period_id=period_id,
         transaction_date=transaction_date,
-        ledger=str(ledger),
-        branch=str(branch),
-        description=str(_value(body, "description") or ""),
+        ledger=ledger,
+        branch=branch,
+        description=_value(body, "description") or "",
         hold=hold,
         status="Hold" if hold else "Balanced",
         lines=lines,
         last_modified=dt.datetime.now(dt.UTC),
-        currency=str(_value(body, "currencyId") or "EUR"),
+        currency=_value(body, "currencyId") or "EUR",
     )
     return transaction, hold
+
+
+def _line(tenant: Tenant, raw: dict[str, Any], number: int, branch: str, complete: bool) -> StoredLine:
+    """One line through the tenant's accounts, branches and segments (its shape already checked)."""
+    where = f"Line {number}"
+    account = _value(raw, "accountNumber")
+    if not account:
+        raise VismaFault(400, f"{where}: accountNumber is required", "MandatoryField")
+    known = tenant.accounts.get(account)
+    if known is None:
+        raise VismaFault(400, f"{where}: Account {account} does not exist", "AccountNotFound")
+    if not known[1]:
+        raise VismaFault(400, f"{where}: Account {account} is inactive", "AccountInactive")
+    reference = _value(raw, "referenceNumber") or ""
+    if len(reference) > MAX_REFERENCE:
+        raise VismaFault(400, f"{where}: referenceNumber longer than {MAX_REFERENCE} characters", "FieldTooLong")
+    line_branch = _value(raw, "branch") or branch
+    if line_branch not in tenant.branches:
+        raise VismaFault(400, f"{where}: Branch {line_branch} does not exist", "BranchNotFound")
+    return StoredLine(
+        line_number=number,
+        account=account,
+        subaccount=_subaccount(tenant, raw.get("subaccount") or [], where, complete),
+        reference=reference,
+        description=_value(raw, "transactionDescription") or "",
+        debit=_amount(_value(raw, "debitAmountInCurrency"), f"{where}: debitAmountInCurrency"),
+        credit=_amount(_value(raw, "creditAmountInCurrency"), f"{where}: creditAmountInCurrency"),
+        branch=line_branch,
+    )
 
 
 # --- rendering -----------------------------------------------------------------------------------------------

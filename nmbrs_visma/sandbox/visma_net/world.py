@@ -11,9 +11,9 @@ import datetime as dt
 import secrets
 import threading
 import time
-from calendar import monthrange
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from calendar import month_name
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -37,6 +37,86 @@ DEMO_USER = "payroll@bakkerij.example"
 LoseMode = Literal["502", "drop", "timeout"]
 ListingPages = Literal["lines", "batches"]
 
+# The six workspaces a Visma.net financial period is closed in, each on its own (GL201000's "Closed in ..." boxes).
+WorkspaceLedger = Literal["supplier", "customer", "inventory", "general", "cash", "fixed_assets"]
+LEDGERS: tuple[WorkspaceLedger, ...] = ("supplier", "customer", "inventory", "general", "cash", "fixed_assets")
+
+FOUR_WEEKS = dt.timedelta(days=28)
+
+
+@dataclass(frozen=True)
+class PeriodRecord:
+    """One financial period: its dates, whether it is active, and the workspaces it is closed in."""
+
+    start: dt.date
+    end: dt.date
+    active: bool = True
+    closed_in: frozenset[WorkspaceLedger] = frozenset()
+    description: str = ""  # GL201000's description: the month's name, or "Period N" for a 13-period year
+
+    @property
+    def closed_in_gl(self) -> bool:
+        """Closed in the general ledger: the one closing that refuses a journal transaction."""
+        return "general" in self.closed_in
+
+    def __iter__(self) -> Iterator[object]:
+        """Unpacks as the former `(start, end, active, closed_in_gl)` tuple, for readers outside the emulator
+        (bench/e2e_world.py) written against it."""
+        return iter((self.start, self.end, self.active, self.closed_in_gl))
+
+
+def _ledgers(ledgers: Iterable[str]) -> frozenset[WorkspaceLedger]:
+    """The named workspaces; a misspelt one is an error, not a closing that silently does nothing."""
+    chosen = frozenset(ledgers)
+    unknown = sorted(chosen - set(LEDGERS))
+    if unknown:
+        raise ValueError(f"not a workspace ledger: {', '.join(unknown)} (one of {', '.join(LEDGERS)})")
+    return chosen  # type: ignore[return-value]
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    """The same day of the month `months` later (used with day 1 only: every month has one)."""
+    index = day.year * 12 + day.month - 1 + months
+    return day.replace(year=index // 12, month=index % 12 + 1)
+
+
+def fiscal_year_bounds(year: int, start_month: int = 1, belongs_to_next_year: bool = False) -> tuple[dt.date, dt.date]:
+    """First and last day of financial year `year`: twelve months from the 1st of `start_month`.
+
+    Visma.net names a financial year by the calendar year it starts in, unless the year's "Belongs to next
+    year" option (GL101000) is set: then by the year after (financial year 2021 starting 2020-09-15). So
+    year 2026 from July is 2026-07-01..2027-06-30, or with `belongs_to_next_year` 2025-07-01..2026-06-30.
+    """
+    if not 1 <= start_month <= 12:
+        raise ValueError(f"fiscal_start_month must be 1..12, not {start_month}")
+    start = dt.date(year - 1 if belongs_to_next_year else year, start_month, 1)
+    return start, _add_months(start, 12) - dt.timedelta(days=1)
+
+
+def fiscal_periods(
+    year: int, periods_per_year: int = 12, start_month: int = 1, belongs_to_next_year: bool = False
+) -> list[tuple[str, dt.date, dt.date, str]]:
+    """The periods `(YYYYPP, start, end, description)` of financial year `year`.
+
+    12 periods: the twelve months from the year's first day. 13 periods: 28 days each from the year's first day,
+    the 13th taking what is left up to the year's end (29 days, 30 when it holds a February 29th).
+    """
+    first, last = fiscal_year_bounds(year, start_month, belongs_to_next_year)
+    periods: list[tuple[str, dt.date, dt.date, str]] = []
+    if periods_per_year == 12:
+        for number in range(1, 13):
+            start = _add_months(first, number - 1)
+            end = _add_months(first, number) - dt.timedelta(days=1)
+            periods.append((f"{year}{number:02d}", start, end, month_name[start.month]))
+    elif periods_per_year == 13:
+        for number in range(1, 14):
+            start = first + FOUR_WEEKS * (number - 1)
+            end = last if number == 13 else start + FOUR_WEEKS - dt.timedelta(days=1)
+            periods.append((f"{year}{number:02d}", start, end, f"Period {number}"))
+    else:
+        raise ValueError(f"periods_per_year must be 12 or 13, not {periods_per_year}")
+    return periods
+
 
 @dataclass
 class Tenant:
@@ -46,10 +126,29 @@ class Tenant:
     branches: dict[str, str]  # number -> name
     ledgers: dict[str, str]  # id -> description
     segments: dict[int, tuple[str, int, dict[str, bool]]]  # id -> (description, length, {value: active})
-    periods: dict[str, tuple[dt.date, dt.date, bool, bool]]  # YYYYPP -> (start, end, active, closed_in_gl)
+    periods: dict[str, PeriodRecord]  # YYYYPP -> the period
     dimension_id: str = "SUBACCOUNT"
     batches: dict[str, StoredTransaction] = field(default_factory=dict)
     next_batch: int = 1
+    require_complete_subaccounts: bool | None = None  # None: the world's switch decides
+
+    def close_period(self, period_id: str, ledgers: Iterable[WorkspaceLedger] = LEDGERS) -> PeriodRecord:
+        """Close a period in the given workspaces (all six by default), the others left as they are.
+
+        Visma.net closes the general ledger only after the other five; the emulator lets a test close any mix,
+        so that a check reading only `closedInGeneralLedger` is told apart from one reading another flag.
+        """
+        record = self.periods[period_id]
+        closed = replace(record, closed_in=record.closed_in | _ledgers(ledgers))
+        self.periods[period_id] = closed
+        return closed
+
+    def open_period(self, period_id: str, ledgers: Iterable[WorkspaceLedger] = LEDGERS) -> PeriodRecord:
+        """Reopen a period in the given workspaces (all six by default)."""
+        record = self.periods[period_id]
+        opened = replace(record, closed_in=record.closed_in - _ledgers(ledgers))
+        self.periods[period_id] = opened
+        return opened
 
 
 @dataclass(frozen=True)
@@ -154,6 +253,10 @@ class VismaWorld:
       all its lines, and `totalCount` counts batches.
     - `listing_lag`: seconds after a create during which the new batch is missing from the listing (an
       eventually consistent read); `GET /v2/journaltransaction/{number}` finds it at once. Default 0: no lag.
+
+    Create switch: `require_complete_subaccounts` (default True, as the published schema makes the subaccount
+    mandatory; a tenant's own value, when set, wins): a line whose `subaccount` leaves out a segment of the
+    tenant's SUBACCOUNT dimension is refused, naming the segment. Off, Visma.net's zero value is booked for it.
     """
 
     def __init__(
@@ -169,6 +272,7 @@ class VismaWorld:
         listing_pages: ListingPages = "lines",
         listing_lag: float = 0.0,
         post_on_release: bool = True,
+        require_complete_subaccounts: bool = True,
         clock: Callable[[], float] = time.time,
         seed: int = 7,
     ) -> None:
@@ -188,6 +292,7 @@ class VismaWorld:
         self.listing_pages: ListingPages = listing_pages
         self.listing_lag = listing_lag
         self.post_on_release = post_on_release
+        self.require_complete_subaccounts = require_complete_subaccounts
         self.faults = Faults()
         self.clock = clock
         self.random = random.Random(seed)
@@ -208,18 +313,35 @@ class VismaWorld:
         )
         return self
 
-    def add_tenant(self, tenant_id: str, name: str, *, branches: tuple[str, ...] = ("1",), ledger: str = "L") -> Tenant:
-        periods: dict[str, tuple[dt.date, dt.date, bool, bool]] = {}
+    def add_tenant(
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        branches: tuple[str, ...] = ("1",),
+        ledger: str = "L",
+        periods_per_year: int = 12,
+        fiscal_start_month: int = 1,
+        belongs_to_next_year: bool = False,
+        inactive_periods: Collection[str] = demo_data.INACTIVE_PERIODS,
+        closed_periods: Collection[str] = demo_data.CLOSED_PERIODS,
+    ) -> Tenant:
+        """A tenant with the demo accounts and segments and the financial years `demo_data.YEARS`.
+
+        The calendar is `fiscal_periods(year, periods_per_year, fiscal_start_month, belongs_to_next_year)`;
+        the period ids in `closed_periods` are closed in all six workspaces, those in `inactive_periods` inactive.
+        """
+        periods: dict[str, PeriodRecord] = {}
         for year in demo_data.YEARS:
-            for month in range(1, 13):
-                period_id = f"{year}{month:02d}"
-                start = dt.date(year, month, 1)
-                end = dt.date(year, month, monthrange(year, month)[1])
-                periods[period_id] = (
-                    start,
-                    end,
-                    period_id not in demo_data.INACTIVE_PERIODS,
-                    period_id in demo_data.CLOSED_PERIODS,
+            for period_id, start, end, description in fiscal_periods(
+                year, periods_per_year, fiscal_start_month, belongs_to_next_year
+            ):
+                periods[period_id] = PeriodRecord(
+                    start=start,
+                    end=end,
+                    description=description,
+                    active=period_id not in inactive_periods,
+                    closed_in=frozenset(LEDGERS) if period_id in closed_periods else frozenset(),
                 )
         tenant = Tenant(
             tenant_id=tenant_id,
@@ -235,6 +357,11 @@ class VismaWorld:
         with self.lock:
             self.tenants[tenant_id] = tenant
         return tenant
+
+    def complete_subaccounts_required(self, tenant: Tenant) -> bool:
+        """Whether a create in `tenant` must give every subaccount segment (the tenant's switch, else the world's)."""
+        own = tenant.require_complete_subaccounts
+        return self.require_complete_subaccounts if own is None else own
 
     def add_client(self, client: OAuthClient) -> None:
         with self.lock:
@@ -311,6 +438,7 @@ __all__ = [
     "INTERACTIVE_CLIENT_ID",
     "INTERACTIVE_CLIENT_SECRET",
     "INTERACTIVE_SCOPES",
+    "LEDGERS",
     "SERVICE_CLIENT_ID",
     "SERVICE_CLIENT_SECRET",
     "SERVICE_SCOPES",
@@ -318,9 +446,13 @@ __all__ = [
     "Grant",
     "ListingPages",
     "OAuthClient",
+    "PeriodRecord",
     "Received",
     "StoredLine",
     "StoredTransaction",
     "Tenant",
     "VismaWorld",
+    "WorkspaceLedger",
+    "fiscal_periods",
+    "fiscal_year_bounds",
 ]
