@@ -2,8 +2,9 @@
 them (the `prepare` task), then look up and post (the `post` task), then record and show what happened.
 
 An administration is the companies booking into one Visma.net (account, branch, ledger). The flow runs up to
-twice `max_workers` administrations at once: while the first ones create (at most `max_workers` creates at
-once, the `sending` slots), the next ones read Nmbrs and take their locks, so a slot freed is taken by a create.
+three times `max_workers` administrations at once: while the first ones create (at most `max_workers` creates
+at once, the `sending` slots), the next ones read Nmbrs and take their locks, so a slot freed is taken by a
+create.
 A failed stage is a failed task run and that administration's rows say why; the others go on. The companies
 of one administration are planned together (one `build_many`: pandas costs a fixed few milliseconds per call).
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import queue
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,12 +32,12 @@ from prefect.utilities.annotations import quote
 from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.keys import administration_id
-from nmbrs_visma.journals.models import AdministrationMapping, PayrollRun, Refusal
+from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
 from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
-from nmbrs_visma.tasks.plan import CompanyRead, plan_read_companies, refused_row, run_period
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_period
 from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
@@ -49,6 +51,67 @@ BOOKED = frozenset({Status.SENT, Status.ALREADY_SENT})
 
 def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
     return mapping.visma_account, mapping.branch, mapping.ledger
+
+
+PLAN_BATCH = 8  # companies planned in one build at most: batches past eight save little more per company
+COMPLETED_BATCH = 50  # completed runs written to the ledger together
+UNITS_PER_WORKER = 3  # administrations under way per sending slot: the others read Nmbrs, lock and look up
+
+
+class Planner:
+    """Plans the companies of administrations preparing at the same moment in one build, up to `PLAN_BATCH`
+    companies: pandas costs a fixed few milliseconds per call, more than a run's few hundred lines. One plan at
+    a time, in its own thread; a request that finds the planner idle is planned at once, alone."""
+
+    def __init__(self, most: int = PLAN_BATCH) -> None:
+        self.most = most
+        self._queue: queue.SimpleQueue[tuple[list[CompanyRead], Future[list[CompanyPlan]]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def plan(self, reads: list[CompanyRead]) -> list[CompanyPlan]:
+        """`plan_read_companies(reads)`, batched with whatever else is waiting."""
+        future: Future[list[CompanyPlan]] = Future()
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
+                self._thread.start()
+        self._queue.put((reads, future))
+        return future.result()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch, stop = [first], False
+            while sum(len(reads) for reads, _ in batch) < self.most:
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    stop = True
+                    break
+                batch.append(waiting)
+            self._plan(batch)
+            if stop:
+                return
+
+    @staticmethod
+    def _plan(batch: list[tuple[list[CompanyRead], Future[list[CompanyPlan]]]]) -> None:
+        try:
+            plans = plan_read_companies([read for reads, _ in batch for read in reads])
+        except BaseException as exc:  # a bug: every waiting administration fails with it, none hangs
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for reads, future in batch:
+            future.set_result(plans[start : start + len(reads)])
+            start += len(reads)
 
 
 @dataclass
@@ -69,9 +132,13 @@ class Pass:
     completed: dict[int, list[CompletedRun]] = field(default_factory=dict)
     flow_run_id: str | None = None
     sending: threading.BoundedSemaphore = field(init=False)
+    planner: Planner = field(init=False)
+    reads: ThreadPoolExecutor = field(init=False)  # Nmbrs journal reads beside the unit's own thread
 
     def __post_init__(self) -> None:
         self.sending = threading.BoundedSemaphore(self.workers)
+        self.planner = Planner()
+        self.reads = ThreadPoolExecutor(UNITS_PER_WORKER * self.workers, thread_name_prefix="nmbrs-read")
 
     def nmbrs_account(self, company: int) -> str | None:
         return None if self.journal_file is not None else self.selection.nmbrs_accounts[company]
@@ -117,7 +184,7 @@ def prepare_administration(label: str, companies: list[int], work: Pass) -> Stat
         if read is not None:
             reads.append(read)
     if reads:
-        for read, plan in zip(reads, plan_read_companies(reads), strict=True):
+        for read, plan in zip(reads, work.planner.plan(reads), strict=True):
             prepared.rows.extend(plan.rows)
             prepared.postings.extend(plan.postings)
             planned = {posting.run_id for posting in plan.postings}
@@ -172,19 +239,34 @@ def _read_company(company: int, work: Pass) -> tuple[list[StatusRow], CompanyRea
                     )
                 )  # fmt: skip
             return rows, None
+        # the journals are read while the tenant's reference is (on its first company): two waits become one
+        extract = partial(extract_journals, company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
+        reading = work.reads.submit(contextvars.copy_context().run, extract)
         try:
-            journals = extract_journals(company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
+            reference = _reference(mapping, work)
+        except ReferenceUnavailable as exc:
+            return [*rows, refused_row(company, [exc.refusal], status=Status.FAILED)], None
+        finally:
+            wait([reading])
+        try:
+            journals = reading.result()
         except Exception as exc:
             reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
             return [*rows, _failed(company, reason)], None
-    account = mapping.visma_account
+        return rows, CompanyRead(journals, mapping, reference)
     try:
-        reference = work.connections.references.get(
-            reference_key(mapping), work.connections.visma[account], work.connections.tenants.get(account, "")
-        )
+        reference = _reference(mapping, work)
     except ReferenceUnavailable as exc:
         return [*rows, refused_row(company, [exc.refusal], status=Status.FAILED)], None
     return rows, CompanyRead(journals, mapping, reference)
+
+
+def _reference(mapping: AdministrationMapping, work: Pass) -> AdministrationReference:
+    """The mapping's tenant reference, read once per run (`ReferenceUnavailable` when it cannot be)."""
+    account = mapping.visma_account
+    return work.connections.references.get(
+        reference_key(mapping), work.connections.visma[account], work.connections.tenants.get(account, "")
+    )
 
 
 def _waiting(company: int, name: str, run: PayrollRun) -> StatusRow:
@@ -208,8 +290,8 @@ def _failed(company: int, reason: str) -> StatusRow:
 
 
 class Administrations:
-    """Every administration of a pass through its straight line, at most `2 * workers` at once; `rows` and
-    (a dry run's) `postings` hold the outcome after `run()`, `published` the administrations with an artifact."""
+    """Every administration of a pass through its straight line, at most `UNITS_PER_WORKER * workers` at once;
+    `rows` and (a dry run's) `postings` hold the outcome after `run()`, `published` those with an artifact."""
 
     def __init__(self, work: Pass) -> None:
         self.work = work
@@ -227,11 +309,12 @@ class Administrations:
         self._open_accounts = Counter(group[0] for group in self._groups)
         self._open_references = Counter(reference_key(work.selection.mappings[c]) for c in work.selection.mappings)
         self._artifacts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-artifacts")
+        self._completed: list[CompletedRun] = []
 
     def run(self) -> None:
         if self.work.flow_run_id is None:
             self.work.flow_run_id = str(flow_run.get_id() or "") or None
-        units = ThreadPoolExecutor(max(1, 2 * self.work.workers), thread_name_prefix="administration")
+        units = ThreadPoolExecutor(max(1, UNITS_PER_WORKER * self.work.workers), thread_name_prefix="administration")
         try:
             futures = [
                 units.submit(contextvars.copy_context().run, self._administration, group, companies)
@@ -241,6 +324,9 @@ class Administrations:
                 future.result()
         finally:
             units.shutdown(wait=True)
+            self.work.reads.shutdown(wait=True)
+            self.work.planner.close()
+            self._write_completed()
             self._artifacts.shutdown(wait=True)
 
     def _administration(self, group: AdministrationGroup, companies: list[int]) -> None:
@@ -297,9 +383,20 @@ class Administrations:
             for run in prepared.runs
             if (run.company_number, run.reference) not in problems
         ]
+        with self._guard:
+            self._completed.extend(completed)
+            due = len(self._completed) >= COMPLETED_BATCH
+        if due:
+            self._write_completed()
+
+    def _write_completed(self) -> None:
+        """The completed runs noted so far, in one write (a run not recorded is read again by the next pass, and
+        found sent: nothing is lost)."""
+        with self._guard:
+            completed, self._completed = self._completed, []
         try:
             self.work.ledger.complete_runs(completed)
-        except LedgerUnavailable as exc:  # the next pass reads the run again and finds it sent: nothing is lost
+        except LedgerUnavailable as exc:
             logger.warning("could not record %d completed run(s): %s", len(completed), exc)
 
     def _done(self, group: AdministrationGroup, companies: list[int], rows: list[StatusRow]) -> None:
