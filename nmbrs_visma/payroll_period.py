@@ -23,6 +23,8 @@ PREVIOUS_MONTH = "previous-month"
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _PAYROLL = re.compile(r"^(\d{4})/(\d{1,2})$")
 MAX_BACKFILL_MONTHS = 36
+# what `period_filter` reads, for the flows' parameter forms (a malformed period is refused before any run)
+PERIOD_PATTERN = r"^(\d{4}-(0[1-9]|1[0-2])|\d{4}/(0?[1-9]|[1-4]\d|5[0-3])|previous-month)$"
 
 
 class PayrollPeriod(NamedTuple):

@@ -7,13 +7,24 @@ data are set up once for the whole range, and each administration posts its runs
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
-from nmbrs_visma.flows.post_payroll_journals import run_pass, task_threads
-from nmbrs_visma.payroll_period import range_filter
+from nmbrs_visma.flows.post_payroll_journals import (
+    CompaniesParameter,
+    DryRunParameter,
+    RepostParameter,
+    run_pass,
+    task_threads,
+)
+from nmbrs_visma.payroll_period import PERIOD_PATTERN, range_filter
 from nmbrs_visma.results import StatusRow
 from nmbrs_visma.tasks.runs import RunFilter
+
+RANGE_END = PERIOD_PATTERN.replace("|previous-month", "")  # a range is given in months or in payroll periods
 
 
 @flow(
@@ -22,16 +33,25 @@ from nmbrs_visma.tasks.runs import RunFilter
     description="Post the payroll journals still missing for a range of periods (idempotent).",
 )
 def backfill_correction_periods(
-    start: str,
-    end: str,
-    companies: list[int] | None = None,
-    dry_run: bool = False,
-    repost_changed: bool = False,
+    start: Annotated[
+        str, Field(pattern=RANGE_END, json_schema_extra={"title": "From period", "examples": ["2026-01"]})
+    ],
+    end: Annotated[str, Field(pattern=RANGE_END, json_schema_extra={"title": "To period", "examples": ["2026-06"]})],
+    companies: CompaniesParameter = None,
+    dry_run: DryRunParameter = False,
+    repost_changed: RepostParameter = False,
 ) -> list[StatusRow]:
-    """Post every payroll run from `start` to `end` inclusive (both `YYYY-MM` months, or both payroll periods
-    `YYYY/NN`) for `companies` (default: all mapped); what was sent before is reported "already sent" and not
-    sent again, a journal whose content changed since is reported `changed` (or, with `repost_changed`,
-    reversed and posted again)."""
+    """Post every payroll run from `start` to `end` inclusive; what was sent before is reported "already sent"
+    and not sent again, a journal whose content changed since is reported `changed` (or, with
+    `repost_changed`, reversed and posted again).
+
+    Args:
+        start: The first period: a month YYYY-MM, or a payroll period YYYY/NN.
+        end: The last period, of the same form as the first.
+        companies: Nmbrs company numbers. Empty: every mapped company.
+        dry_run: Build and show the exact payloads; send nothing.
+        repost_changed: Reverse a journal sent before whose content changed since, and post the new one.
+    """
     run_filter = RunFilter(period=range_filter(start, end))
     return run_pass(
         run_filter,

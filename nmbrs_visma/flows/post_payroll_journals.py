@@ -14,14 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.flows.administrations import Administrations, Pass, preview
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
-from nmbrs_visma.payroll_period import period_filter, today
+from nmbrs_visma.payroll_period import PERIOD_PATTERN, period_filter, today
 from nmbrs_visma.posting_ledger import PostingLedger
 from nmbrs_visma.results import PROBLEMS, StatusRow, sort_rows, summary
 from nmbrs_visma.tasks.journal_file import file_period
@@ -29,6 +31,16 @@ from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, 
 from nmbrs_visma.tasks.runs import RunFilter
 
 MAX_WORKERS_ENV = "NMBRS_VISMA_MAX_WORKERS"
+
+# The parameters as the Prefect UI's run form shows them: titles, patterns and examples here, descriptions from
+# the flows' docstrings (Prefect reads their Args sections).
+PeriodParameter = Annotated[
+    str | None,
+    Field(pattern=PERIOD_PATTERN, json_schema_extra={"title": "Period", "examples": ["2026-03", "2026/13"]}),
+]
+CompaniesParameter = Annotated[list[int] | None, Field(json_schema_extra={"title": "Companies", "examples": [[1001]]})]
+DryRunParameter = Annotated[bool, Field(json_schema_extra={"title": "Dry run (send nothing)"})]
+RepostParameter = Annotated[bool, Field(json_schema_extra={"title": "Repost changed journals"})]
 
 
 def max_workers() -> int:
@@ -108,24 +120,29 @@ def run_pass(
     "general ledger, exactly once.",
 )
 def post_payroll_journals(
-    period: str | None = None,
-    companies: list[int] | None = None,
-    run: str | None = None,
-    journal_file: str | None = None,
-    dry_run: bool = False,
-    run_number: int = 1,
-    repost_changed: bool = False,
+    period: PeriodParameter = None,
+    companies: CompaniesParameter = None,
+    run: Annotated[str | None, Field(json_schema_extra={"title": "Payroll run", "examples": ["NM2603R1"]})] = None,
+    journal_file: Annotated[str | None, Field(json_schema_extra={"title": "Journal file (path)"})] = None,
+    dry_run: DryRunParameter = False,
+    run_number: Annotated[int, Field(ge=1, json_schema_extra={"title": "Journal file's run number"})] = 1,
+    repost_changed: RepostParameter = False,
 ) -> list[StatusRow]:
     """Post every locked payroll run of the mapped companies that is not booked yet (this year's, and last
     year's until a run of this year is booked); unlocked runs are reported as waiting.
 
-    period: only the runs of `YYYY-MM` (a month: a 4-weekly or weekly company's periods ending in it), of a
-    payroll period `YYYY/NN` (e.g. 2026/13), or `previous-month`. companies: Nmbrs company numbers (default:
-    every mapped company). run: one run, by its Nmbrs id or reference (e.g. NM2603R1). journal_file: an Nmbrs
-    journal XML file to post instead of reading the API (with exactly one company): its run's period is its
-    latest period, and `period`, when given, must agree. run_number: the file's run number (default 1).
-    dry_run: build and show the exact payloads, send nothing. repost_changed: a journal sent before whose content
-    changed is reversed and posted again (otherwise it is reported `changed`).
+    Args:
+        period: Only the runs of this period: a month YYYY-MM (for a 4-weekly or weekly company, its periods
+            ending in that month), a payroll period YYYY/NN (for example 2026/13), or previous-month. Empty:
+            every locked run not booked yet.
+        companies: Nmbrs company numbers. Empty: every mapped company.
+        run: Only this payroll run, by its reference (for example NM2603R1) or its Nmbrs id.
+        journal_file: An Nmbrs journal XML file on the worker to post instead of reading the API, with exactly
+            one company; its run's period is its latest period, and a period given must agree.
+        dry_run: Build and show the exact payloads; send nothing.
+        run_number: The journal file's run number (a second run of the same period is 2).
+        repost_changed: Reverse a journal sent before whose content changed since, and post the new one
+            (otherwise it is reported as changed).
     """
     if journal_file and companies:
         run_filter = RunFilter(period=file_period(Path(journal_file), companies[0], period))
