@@ -89,8 +89,8 @@ def test_the_blocks_are_registered_by_slug() -> None:
 def test_the_package_is_a_prefect_collection() -> None:
     from importlib.metadata import entry_points
 
-    names = {entry.value for entry in entry_points(group="prefect.collections")}
-    assert "nmbrs_visma" in names
+    values = {entry.name: entry.value for entry in entry_points(group="prefect.collections")}
+    assert values.get("nmbrs_visma") == "nmbrs_visma.blocks"  # the blocks, not the package: --help stays light
 
 
 def test_the_auth_follows_the_grant_type_and_scopes() -> None:
