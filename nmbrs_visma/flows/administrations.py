@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,7 +35,7 @@ from nmbrs_visma.journals.keys import administration_id
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
 from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
-from nmbrs_visma.tasks.extract import extract_journals, mapping_journal_kind
+from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_period
 from nmbrs_visma.tasks.posting import Posting, post_administration
@@ -201,64 +201,68 @@ def _read_company(company: int, work: Pass) -> tuple[list[StatusRow], CompanyRea
         status, refusal = problem
         return [refused_row(company, [refusal], status=status)], None
     if work.journal_file is not None:
-        journals = file_journals(work.journal_file, company, work.run_filter.period, work.run_number, mapping)
         rows: list[StatusRow] = []
+        read_journals = partial(
+            file_journals, work.journal_file, company, work.run_filter.period, work.run_number, mapping
+        )
     else:
         assert nmbrs_account is not None
-        nmbrs_company = work.connections.nmbrs_companies[nmbrs_account].get(company)
-        if nmbrs_company is None:
-            missing = Refusal(
-                code="unmapped_company",
-                company=company,
-                message=f"company {company} is not among the companies Nmbrs account '{nmbrs_account}' reaches",
-            )
-            return [refused_row(company, [missing], status=Status.FAILED)], None
-        client = work.connections.nmbrs[nmbrs_account]
-        try:
-            completed = work.completed.get(company, [])
-            found = find_runs(
-                client, nmbrs_company, work.run_filter, completed, work.today, skip_booked=not work.repost_changed
-            )
-        except Exception as exc:
-            return [_failed(company, f"reading the payroll runs of company {company} from Nmbrs failed: {exc}")], None
-        rows = [_waiting(company, nmbrs_company.name, run) for run in found.waiting]
-        if not found.todo:
-            if not rows:
-                rows = [_nothing(company, nmbrs_company.name, work.run_filter)]
+        rows, read = _runs_to_read(company, mapping, nmbrs_account, work)
+        if read is None:
             return rows, None
-        refused = {run.run_id: check_company(run, mapping) for run in found.todo}
-        if any(refused.values()):  # a test company or a blocked debtor: refused without reading its journals
-            tenant = work.connections.tenants.get(mapping.visma_account, "")
-            administration = administration_id(tenant, mapping.branch, mapping.ledger) if tenant else ""
-            for run in found.todo:
-                reasons = refused[run.run_id] or refused[next(r for r in refused if refused[r])]
-                rows.append(
-                    refused_row(
-                        company, reasons, period=run_period(run), company_name=nmbrs_company.name,
-                        administration=administration, reference=run.reference,
-                    )
-                )  # fmt: skip
-            return rows, None
-        # the journals are read while the tenant's reference is (on its first company): two waits become one
-        extract = partial(extract_journals, company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
-        reading = work.reads.submit(contextvars.copy_context().run, extract)
-        try:
-            reference = _reference(mapping, work)
-        except ReferenceUnavailable as exc:
-            return [*rows, refused_row(company, [exc.refusal], status=Status.FAILED)], None
-        finally:
-            wait([reading])
-        try:
-            journals = reading.result()
-        except Exception as exc:
-            reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
-            return [*rows, _failed(company, reason)], None
-        return rows, CompanyRead(journals, mapping, reference)
+        read_journals = read
+    # the journals are read while the tenant's reference is (on its first company): two waits become one
+    reading = work.reads.submit(contextvars.copy_context().run, read_journals)
     try:
         reference = _reference(mapping, work)
     except ReferenceUnavailable as exc:
         return [*rows, refused_row(company, [exc.refusal], status=Status.FAILED)], None
+    finally:
+        wait([reading])
+    try:
+        journals = reading.result()
+    except Exception as exc:
+        reason = f"extracting the journals of company {company} from Nmbrs failed: {exc}"
+        return [*rows, _failed(company, reason)], None
     return rows, CompanyRead(journals, mapping, reference)
+
+
+def _runs_to_read(
+    company: int, mapping: AdministrationMapping, nmbrs_account: str, work: Pass
+) -> tuple[list[StatusRow], Callable[[], CompanyJournals] | None]:
+    """The company's rows found in Nmbrs (waiting runs, nothing new, a company-level refusal) and, when it has
+    runs to post, the read of their journals."""
+    nmbrs_company = work.connections.nmbrs_companies[nmbrs_account].get(company)
+    if nmbrs_company is None:
+        missing = Refusal(
+            code="unmapped_company",
+            company=company,
+            message=f"company {company} is not among the companies Nmbrs account '{nmbrs_account}' reaches",
+        )
+        return [refused_row(company, [missing], status=Status.FAILED)], None
+    client = work.connections.nmbrs[nmbrs_account]
+    try:
+        completed = work.completed.get(company, [])
+        found = find_runs(
+            client, nmbrs_company, work.run_filter, completed, work.today, skip_booked=not work.repost_changed
+        )
+    except Exception as exc:
+        return [_failed(company, f"reading the payroll runs of company {company} from Nmbrs failed: {exc}")], None
+    rows = [_waiting(company, nmbrs_company.name, run) for run in found.waiting]
+    if not found.todo:
+        return rows or [_nothing(company, nmbrs_company.name, work.run_filter)], None
+    if check_company(found.todo[0], mapping):  # a test company or a blocked debtor: its journals are not read
+        tenant = work.connections.tenants.get(mapping.visma_account, "")
+        administration = administration_id(tenant, mapping.branch, mapping.ledger) if tenant else ""
+        for run in found.todo:
+            rows.append(
+                refused_row(
+                    company, check_company(run, mapping), period=run_period(run), company_name=nmbrs_company.name,
+                    administration=administration, reference=run.reference,
+                )
+            )  # fmt: skip
+        return rows, None
+    return rows, partial(extract_journals, company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
 
 
 def _reference(mapping: AdministrationMapping, work: Pass) -> AdministrationReference:
@@ -374,12 +378,10 @@ class Administrations:
 
     def _record_completed(self, prepared: Prepared, rows: list[StatusRow]) -> None:
         """Each run whose every transaction is booked, in the ledger: the run-driven pass does not read it again."""
-        keys_by_run: dict[str, set[str]] = defaultdict(set)
-        for posting in prepared.postings:
-            keys_by_run[posting.run_id].add(posting.key)
+        transactions = Counter(posting.run_id for posting in prepared.postings)
         problems = {(row.company, row.reference) for row in rows if row.status not in BOOKED}
         completed = [
-            CompletedRun.of(run, len(keys_by_run[run.run_id]), self.work.flow_run_id)
+            CompletedRun.of(run, transactions[run.run_id], self.work.flow_run_id)
             for run in prepared.runs
             if (run.company_number, run.reference) not in problems
         ]

@@ -56,7 +56,6 @@ class CompanyRuns:
 
     todo: list[PayrollRun] = field(default_factory=list)
     waiting: list[PayrollRun] = field(default_factory=list)
-    period_type: PeriodType = PeriodType.MONTH
 
 
 def with_sequence(runs: Iterable[PayrollRun]) -> list[PayrollRun]:
@@ -111,4 +110,4 @@ def find_runs(
     for year in years_to_list(run_filter, completed, today):
         listed.extend(client.runs(company, year, period_type=period_type))
     todo, waiting = select_runs(listed, run_filter, completed, skip_booked=skip_booked)
-    return CompanyRuns(todo, waiting, period_type)
+    return CompanyRuns(todo, waiting)
