@@ -278,7 +278,7 @@ class Bench:
         from nmbrs_visma.flows import administrations as administrations_module
         from nmbrs_visma.flows import post_payroll_journals as flow_module
         from nmbrs_visma.flows.administrations import Administrations
-        from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+        from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
         from nmbrs_visma.results import Status
 
         batches: list[int] = []  # companies per plan step
@@ -303,7 +303,7 @@ class Bench:
         ):
             cpu = clock.read()
             started = time.perf_counter()
-            rows = post_payroll_journals(period=e2e_world.PERIOD)
+            rows = pass_rows(post_payroll_journals(period=e2e_world.PERIOD, return_state=True))
             wall = time.perf_counter() - started
             cpu = clock.read() - cpu
         for owner, name, original, spent in stages:

@@ -1,36 +1,164 @@
 """The command-line side of the flows: `post`, `backfill`, `status` (and `connect`), each returning an exit status.
 
 `post` and `backfill` run the same flows as the deployments, now, in this process (against the Prefect API
-the profile names, or a temporary local one). They print the result table; the exit status is 1 when anything
-was refused or failed (the table says why), 2 when the command itself could not run.
+the profile names, or a temporary local one), with the administrations done / total on stderr while they run
+(on a terminal). They print the result rows (`--format table|json|csv`, see `nmbrs_visma.output`); the exit
+status is 1 when anything was refused, changed, pending or failed (the rows say why), 2 when the command itself
+could not run, with one line on stderr saying why (`NMBRS_VISMA_DEBUG=1` adds the traceback of an unexpected
+error).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from nmbrs_visma.output import OutputFormat, note, print_rows, progress_display, stderr_console
+from nmbrs_visma.results import (
+    STATUS_STYLES,
+    StatusRow,
+    has_problems,
+    sort_rows,
+    status_layouts,
+    status_record,
+    summary,
+)
 
-from nmbrs_visma.results import StatusRow, has_problems, rich_table, summary
+if TYPE_CHECKING:
+    from nmbrs_visma.outcomes import StatusLine
+
+DEBUG_ENV = "NMBRS_VISMA_DEBUG"
 
 
-def _console() -> Console:
-    """A console wide enough for the reasons column, also when the output is piped to a file."""
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=200)
+# -- errors: one line, no Python type names --------------------------------------------------------------
 
 
-def _report(rows: Sequence[StatusRow], title: str) -> int:
-    console = _console()
-    console.print(rich_table(rows, title=title))
-    console.print(summary(rows))
-    return 1 if has_problems(rows) else 0
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    """The errors whose own message says what is wrong (a value, a file, the ledger, an account, an API)."""
+    from nmbrs_visma.clients.http import ApiError
+    from nmbrs_visma.config import ConfigError
+    from nmbrs_visma.posting_ledger import LedgerUnavailable, LockTimeout
+    from nmbrs_visma.tasks.reference import ReferenceUnavailable
+    from nmbrs_visma.tasks.tokens import AccountNotAuthorised
+
+    return (
+        ValueError,
+        OSError,
+        LedgerUnavailable,
+        LockTimeout,
+        ConfigError,
+        AccountNotAuthorised,
+        ReferenceUnavailable,
+        ApiError,
+    )
 
 
 def _fail(message: str) -> int:
-    _console().print(f"[red]error:[/] {message}")
+    """`error: <message>` on stderr, one line; exit status 2."""
+    from rich.text import Text
+
+    # the message as text, never markup: a reason may hold brackets ([nv:...], [1001])
+    stderr_console().print(Text.assemble(("error:", "red"), " ", _one_line(message)), soft_wrap=True)
     return 2
+
+
+def _error(exc: BaseException) -> int:
+    """An exception as one line: its message when it is one of the expected kinds, else the message and how to
+    see the traceback (printed too when NMBRS_VISMA_DEBUG=1)."""
+    debug = _debug()
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    message = _one_line(str(exc))
+    if isinstance(exc, _expected()):
+        return _fail(message or "the command could not run")
+    hint = "" if debug else f" (run with {DEBUG_ENV}=1 for the traceback)"
+    return _fail(f"unexpected failure: {message or 'no message'}{hint}")
+
+
+class _WithoutTraceback(logging.Formatter):
+    """A console log formatter that leaves an exception's traceback out (the run's logs in Prefect keep it)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return self.inner.format(record)
+
+
+@contextlib.contextmanager
+def _one_line_logs() -> Iterator[None]:
+    """While a flow runs in this process, Prefect's console logs print a failure's message without its traceback
+    (the command's own error line says what went wrong; the Prefect UI and NMBRS_VISMA_DEBUG=1 show the rest)."""
+    if _debug():
+        yield
+        return
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    handlers = {
+        handler
+        for logger in loggers
+        for handler in getattr(logger, "handlers", [])
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler)
+    }
+    kept = {handler: handler.formatter for handler in handlers}
+    for handler, formatter in kept.items():
+        handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
+    try:
+        yield
+    finally:
+        for handler, formatter in kept.items():
+            handler.setFormatter(formatter)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _interrupted() -> int:
+    stderr_console().print("interrupted: a run stopped mid-way is looked up before anything is posted again")
+    return 130
+
+
+# -- printing ------------------------------------------------------------------------------------------------
+
+
+def _report(rows: Sequence[StatusRow], title: str, output: OutputFormat = "table") -> int:
+    """The rows, the summary line, and where a dry run's payloads are; the exit status of the rows."""
+    ordered = sort_rows(rows)
+    print_rows(
+        [status_record(row) for row in ordered],
+        status_layouts(ordered),
+        output=output,
+        title=title,
+        footer=summary(ordered),
+        row_style=_style,
+    )
+    folders = sorted({str(Path(row.payload_file).parent) for row in ordered if row.payload_file})
+    for folder in folders:
+        note(f"Payload files (nothing was sent): {folder}", output)
+    return 1 if has_problems(ordered) else 0
+
+
+def _style(record: Mapping[str, Any]) -> str | None:
+    return STATUS_STYLES.get(record["status"])
+
+
+# -- the commands ----------------------------------------------------------------------------------------------
 
 
 def run_post(
@@ -42,8 +170,8 @@ def run_post(
     run_number: int = 1,
     repost_changed: bool = False,
     payroll_run: str | None = None,
+    output: OutputFormat = "table",
 ) -> int:
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
     from nmbrs_visma.journal_file import JournalFileError
     from nmbrs_visma.payroll_period import period_filter
     from nmbrs_visma.tasks.journal_file import file_period
@@ -68,90 +196,121 @@ def run_post(
                 label = str(RunFilter(period_filter(period) if period else None, payroll_run))
             except ValueError as exc:
                 return _fail(str(exc))
-        rows = post_payroll_journals(
-            period=period,
-            companies=list(companies) if companies else None,
-            run=payroll_run,
-            journal_file=str(journal_file) if journal_file else None,
-            dry_run=dry_run,
-            run_number=run_number,
-            repost_changed=repost_changed,
-        )
-    except Exception as exc:  # a clear line, not a traceback
-        return _fail(f"{type(exc).__name__}: {exc}")
-    return _report(rows, f"Payroll journals {label}" + (" (dry run)" if dry_run else ""))
+        from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
+
+        with _one_line_logs(), progress_display("Posting", enabled=output == "table"):
+            state = post_payroll_journals(
+                period=period,
+                companies=list(companies) if companies else None,
+                run=payroll_run,
+                journal_file=str(journal_file) if journal_file else None,
+                dry_run=dry_run,
+                run_number=run_number,
+                repost_changed=repost_changed,
+                return_state=True,
+            )
+        rows = pass_rows(state)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except Exception as exc:  # one clear line, not a traceback
+        return _error(exc)
+    return _report(rows, f"Payroll journals {label}" + (" (dry run)" if dry_run else ""), output)
 
 
 def run_backfill(
-    *, start: str, end: str, companies: Sequence[int] | None, dry_run: bool, repost_changed: bool = False
+    *,
+    start: str,
+    end: str,
+    companies: Sequence[int] | None,
+    dry_run: bool,
+    repost_changed: bool = False,
+    output: OutputFormat = "table",
 ) -> int:
-    from nmbrs_visma.flows.backfill import backfill_correction_periods
     from nmbrs_visma.payroll_period import range_filter
 
     try:
-        range_filter(start, end)
-        rows = backfill_correction_periods(
-            start=start,
-            end=end,
-            companies=list(companies) if companies else None,
-            dry_run=dry_run,
-            repost_changed=repost_changed,
-        )
+        try:
+            range_filter(start, end)
+        except ValueError as exc:
+            return _fail(str(exc))
+        from nmbrs_visma.flows.backfill import backfill_correction_periods
+        from nmbrs_visma.flows.post_payroll_journals import pass_rows
+
+        with _one_line_logs(), progress_display("Backfilling", enabled=output == "table"):
+            state = backfill_correction_periods(
+                start=start,
+                end=end,
+                companies=list(companies) if companies else None,
+                dry_run=dry_run,
+                repost_changed=repost_changed,
+                return_state=True,
+            )
+        rows = pass_rows(state)
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as exc:
-        return _fail(f"{type(exc).__name__}: {exc}")
-    return _report(rows, f"Backfill {start}..{end}" + (" (dry run)" if dry_run else ""))
+        return _error(exc)
+    return _report(rows, f"Backfill {start}..{end}" + (" (dry run)" if dry_run else ""), output)
+
+
+def status_lines(
+    period: str | None = None,
+    companies: Sequence[int] | None = None,
+    *,
+    booked: str | None = None,
+    payroll_run: str | None = None,
+) -> list[StatusLine]:
+    """The latest outcome of every run recorded in the posting ledger (see `nmbrs_visma.outcomes`): `period`
+    the runs' payroll period (YYYY-MM: the runs of that month, also when booked in another financial period;
+    YYYY/NN; previous-month), `booked` the financial period YYYYPP booked in, `payroll_run` a run reference."""
+    from nmbrs_visma.outcomes import StatusQuery
+    from nmbrs_visma.outcomes import status_lines as read
+
+    return read(StatusQuery.parse(period=period, booked=booked, run=payroll_run, companies=companies))
 
 
 def status_rows(period: str | None = None, companies: Sequence[int] | None = None) -> list[StatusRow]:
-    """What the posting ledger holds, as status rows (period: YYYY-MM, the financial period booked)."""
-    from nmbrs_visma.payroll_period import parse_period
-    from nmbrs_visma.posting_ledger import PostingLedger, PostingState
-    from nmbrs_visma.results import Status
-
-    period_id = parse_period(period).period_id if period else None
-    wanted = set(companies or ())
-    rows = []
-    for entry in PostingLedger().all_entries():
-        if (period_id and entry.period_id != period_id) or (wanted and entry.company not in wanted):
-            continue
-        what = "reversal of batch " + entry.reverses if entry.reverses else ""
-        if entry.state is PostingState.SENT:
-            status, reason = Status.SENT, ("released" if entry.released else entry.message)
-        elif entry.state is PostingState.REVERSED:
-            status, reason = Status.SENT, entry.message
-        elif entry.state is PostingState.INTENT:
-            status, reason = Status.PENDING, "outcome unknown (answer lost); the next run looks it up before posting"
-        elif entry.state is PostingState.LOST:
-            status, reason = Status.FAILED, entry.message
-        else:
-            status, reason = Status.FAILED, entry.message
-        reason = "; ".join(part for part in (what, reason) if part)
-        rows.append(
-            StatusRow(
-                company=entry.company,
-                administration=entry.administration,
-                period=entry.period_id,
-                reference=entry.reference,
-                lines=entry.lines,
-                debit=entry.debit,
-                credit=entry.credit,
-                batch_number=entry.batch_number,
-                status=status,
-                reason=reason,
-            )
-        )
-    return rows
+    """`status_lines`' rows."""
+    return [line.row for line in status_lines(period, companies)]
 
 
-def run_status(*, period: str | None, companies: Sequence[int] | None) -> int:
+def run_status(
+    *,
+    period: str | None,
+    companies: Sequence[int] | None,
+    booked: str | None = None,
+    payroll_run: str | None = None,
+    output: OutputFormat = "table",
+) -> int:
+    from nmbrs_visma.outcomes import StatusQuery
+
     try:
-        rows = status_rows(period, companies)
+        query = StatusQuery.parse(period=period, booked=booked, run=payroll_run, companies=companies)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        lines = status_lines(period, companies, booked=booked, payroll_run=payroll_run)
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as exc:
-        return _fail(f"{type(exc).__name__}: {exc}")
-    if not rows:
-        _console().print("Nothing recorded yet" + (f" for {period}" if period else "") + ".")
+        return _error(exc)
+    where = f" ({query})" if str(query) else ""
+    if not lines and output == "table":
+        note(f"Nothing recorded yet{where}.")
         return 0
-    return _report(rows, "Posted journal transactions" + (f" in {period}" if period else ""))
+    records = [
+        {**status_record(line.row), "recorded_at": line.recorded_at, "flow_run_id": line.flow_run_id} for line in lines
+    ]
+    rows = [line.row for line in lines]
+    print_rows(
+        records,
+        status_layouts(rows),
+        output=output,
+        title=f"Latest outcome of each run{where}",
+        footer=summary(rows),
+        row_style=_style,
+    )
+    return 1 if has_problems(rows) else 0
 
 
 def run_connect(*, system: str, account: str, port: int) -> int:

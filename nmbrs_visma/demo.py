@@ -145,7 +145,7 @@ def _quiet_logging() -> None:
 def _demo_body() -> int:
     from rich.console import Console
 
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
     from nmbrs_visma.results import Status, rich_table, summary
     from nmbrs_visma.sandbox.serve import running_sandboxes
 
@@ -158,12 +158,12 @@ def _demo_body() -> int:
         configure_demo(sandboxes.visma_url, sandboxes.nmbrs_url)
         console.print(f"Demo configuration applied: {len(COMPANIES)} companies, {len(TENANTS)} administrations.\n")
 
-        first = post_payroll_journals(period=DEMO_PERIOD_TEXT)
+        first = pass_rows(post_payroll_journals(period=DEMO_PERIOD_TEXT, return_state=True))
         console.print(rich_table(first, title=f"First run: payroll journals {DEMO_PERIOD_TEXT}"))
         console.print(f"First run: {summary(first)}\n")
         ledger = sum(len(sandboxes.visma_world.transactions(tenant.tenant_id)) for tenant in TENANTS)
 
-        second = post_payroll_journals(period=DEMO_PERIOD_TEXT)
+        second = pass_rows(post_payroll_journals(period=DEMO_PERIOD_TEXT, return_state=True))
         console.print(rich_table(second, title=f"Second run: payroll journals {DEMO_PERIOD_TEXT}"))
         console.print(f"Second run: {summary(second)}")
         ledger_after = sum(len(sandboxes.visma_world.transactions(tenant.tenant_id)) for tenant in TENANTS)

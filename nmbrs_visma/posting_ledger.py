@@ -22,12 +22,13 @@ import hashlib
 import logging
 import os
 import random
+import re
 import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from decimal import Decimal
@@ -116,6 +117,32 @@ class CompletedRun(BaseModel):
         )
 
 
+class RunOutcome(BaseModel):
+    """The latest outcome of a run in one administration and period, as the last pass that saw the run reported
+    it (sent, already sent, refused, failed, waiting, ...), for `nmbrs-visma status`. A company-level row (the
+    company unmapped, its runs unreadable) has no reference."""
+
+    model_config = ConfigDict(frozen=True)
+
+    company: int
+    company_name: str = ""
+    reference: str = Field(default="", description="the run's reference; empty for a company-level row")
+    administration: str = ""
+    period: str = Field(default="", description="the row's period: YYYYPP booked in, or the run's payroll period")
+    run_period: str = Field(default="", description="the run's payroll period as written: 2026-03, 2026/13")
+    run_month: str = Field(default="", description="YYYY-MM its last payroll period ends in; empty when unknown")
+    booked_period: str = Field(default="", description="YYYYPP a transaction is booked in; empty for a refusal")
+    status: str
+    reason: str = ""
+    codes: tuple[str, ...] = ()
+    lines: int = 0
+    debit: Decimal = Decimal("0.00")
+    credit: Decimal = Decimal("0.00")
+    batch_number: str | None = None
+    flow_run_id: str | None = None
+    recorded_at: dt.datetime | None = None
+
+
 class LedgerUnavailable(RuntimeError):
     """The posting ledger could not be read or written; nothing was decided or sent on it."""
 
@@ -163,6 +190,32 @@ RUNS = sa.Table(
     sa.Column("flow_run_id", sa.String(64)),
     sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
 )
+OUTCOMES = sa.Table(  # the latest outcome per (company, run reference, administration, period): `RunOutcome`
+    "nmbrs_visma_run_outcomes",
+    _metadata,
+    sa.Column("company", sa.BigInteger, primary_key=True),
+    sa.Column("reference", sa.String(64), primary_key=True),
+    sa.Column("administration", sa.String(255), primary_key=True),
+    sa.Column("period", sa.String(16), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),  # rows of one key in one pass (a reversal and its new posting)
+    sa.Column("company_name", sa.String(255), nullable=False),
+    sa.Column("run_period", sa.String(16), nullable=False),
+    sa.Column("run_year", sa.Integer),  # of run_period, for `status --period YYYY/NN`
+    sa.Column("run_number", sa.Integer),
+    sa.Column("run_month", sa.String(7), nullable=False),
+    sa.Column("booked_period", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("codes", sa.Text, nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("debit_cents", sa.BigInteger, nullable=False),
+    sa.Column("credit_cents", sa.BigInteger, nullable=False),
+    sa.Column("batch_number", sa.String(64)),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_nmbrs_visma_run_outcomes_month", "run_month"),
+    sa.Index("ix_nmbrs_visma_run_outcomes_booked", "booked_period"),
+)
 _UPDATED = [c.name for c in POSTINGS.columns if c.name not in {"key", "fingerprint", "created_at"}]
 _SCHEMA_LOCK = 0x6E76_6C65_6467_6572  # "nvledger": serialises the first CREATE TABLE of concurrent workers
 
@@ -207,6 +260,41 @@ def _entry(row: sa.Row[Any]) -> PostingEntry:
         debit=from_cents(data["debit_cents"]),
         credit=from_cents(data["credit_cents"]),
         updated_at=updated,
+    )
+
+
+_RUN_PERIOD = re.compile(r"^(\d{4})[-/](\d{1,2})$")
+
+
+def _outcome_row(outcome: RunOutcome, seq: int, now: dt.datetime) -> dict[str, Any]:
+    data = outcome.model_dump(exclude={"debit", "credit", "codes", "recorded_at"})
+    parts = _RUN_PERIOD.match(outcome.run_period)
+    data.update(
+        seq=seq,
+        company_name=outcome.company_name[:255],
+        run_year=int(parts.group(1)) if parts else None,
+        run_number=int(parts.group(2)) if parts else None,
+        codes=",".join(outcome.codes),
+        debit_cents=to_cents(outcome.debit),
+        credit_cents=to_cents(outcome.credit),
+        recorded_at=now,
+    )
+    return data
+
+
+def _outcome(row: sa.Row[Any]) -> RunOutcome:
+    data = dict(row._mapping)
+    recorded = data.pop("recorded_at")
+    if recorded.tzinfo is None:  # SQLite keeps no offset: the ledger writes UTC
+        recorded = recorded.replace(tzinfo=dt.UTC)
+    for name in ("seq", "run_year", "run_number"):
+        data.pop(name)
+    return RunOutcome(
+        **{name: value for name, value in data.items() if name not in {"debit_cents", "credit_cents", "codes"}},
+        codes=tuple(code for code in data["codes"].split(",") if code),
+        debit=from_cents(data["debit_cents"]),
+        credit=from_cents(data["credit_cents"]),
+        recorded_at=recorded,
     )
 
 
@@ -355,6 +443,73 @@ class PostingLedger:
             insert = (sqlite if connection.dialect.name == "sqlite" else postgresql).insert(RUNS).values(rows)
             updated = {c.name: insert.excluded[c.name] for c in RUNS.columns if c.name != "run_id"}
             _execute(connection, insert.on_conflict_do_update(index_elements=["run_id"], set_=updated))
+
+    # -- run outcomes -----------------------------------------------------------------------------------------
+
+    def record_outcomes(self, outcomes: Sequence[RunOutcome]) -> None:
+        """A pass's outcomes, in one transaction: for each (company, run reference) among them, and for each of
+        their companies' company-level rows, what was recorded before is replaced (a run refused yesterday and
+        sent today shows as sent, not as both). Rows of one key in one pass are all kept, in order."""
+        if not outcomes:
+            return
+        now = _now()
+        places: Counter[tuple[int, str, str, str]] = Counter()
+        rows = []
+        for outcome in outcomes:
+            natural = (outcome.company, outcome.reference, outcome.administration, outcome.period)
+            rows.append(_outcome_row(outcome, places[natural], now))
+            places[natural] += 1
+        runs = sorted({(o.company, o.reference) for o in outcomes} | {(o.company, "") for o in outcomes})
+        pair = sa.tuple_(OUTCOMES.c.company, OUTCOMES.c.reference)
+        with self._connection() as connection, self._writes:
+            if not self._is_sqlite:  # the engine autocommits each statement; this write is one transaction
+                connection.commit()
+                connection = connection.execution_options(isolation_level="READ COMMITTED")
+            try:
+                for start in range(0, len(runs), 500):
+                    connection.execute(sa.delete(OUTCOMES).where(pair.in_(runs[start : start + 500])))
+                for start in range(0, len(rows), 500):
+                    dialect = sqlite if connection.dialect.name == "sqlite" else postgresql
+                    insert = dialect.insert(OUTCOMES).values(rows[start : start + 500])
+                    keys = {"company", "reference", "administration", "period", "seq"}
+                    updated = {c.name: insert.excluded[c.name] for c in OUTCOMES.columns if c.name not in keys}
+                    # a pass recording the same run at the same moment: the later write wins, none fails
+                    connection.execute(insert.on_conflict_do_update(index_elements=sorted(keys), set_=updated))
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+
+    def outcomes(
+        self,
+        *,
+        companies: Iterable[int] | None = None,
+        reference: str | None = None,
+        payroll: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        months: tuple[str, str] | None = None,
+        booked_period: str | None = None,
+    ) -> list[RunOutcome]:
+        """The recorded outcomes, filtered: by company; by run reference (any case); by the run's payroll period
+        (year, number) from..to; by the month (YYYY-MM) its last period ends in, from..to; by the financial period
+        booked in. A filter on the run leaves out company-level rows."""
+        query = sa.select(OUTCOMES)
+        if companies is not None:
+            query = query.where(OUTCOMES.c.company.in_(sorted(set(companies))))
+        if reference is not None:
+            query = query.where(sa.func.upper(OUTCOMES.c.reference) == reference.strip().upper())
+        if payroll is not None:
+            (first_year, first), (last_year, last) = payroll
+            number = OUTCOMES.c.run_year * 100 + OUTCOMES.c.run_number
+            query = query.where(number.between(first_year * 100 + first, last_year * 100 + last))
+        if months is not None:
+            query = query.where(OUTCOMES.c.run_month != "", OUTCOMES.c.run_month.between(*months))
+        if booked_period is not None:
+            query = query.where(OUTCOMES.c.booked_period == booked_period)
+        order = (OUTCOMES.c.company, OUTCOMES.c.reference, OUTCOMES.c.administration, OUTCOMES.c.period)
+        with self._connection() as connection:
+            found = [_outcome(row) for row in connection.execute(query.order_by(*order, OUTCOMES.c.seq))]
+            connection.commit()
+        return found
 
     # -- locking ---------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from nmbrs_visma.blocks.listing import read_named_blocks
 from nmbrs_visma.blocks.schema import CachedJsonSchema
@@ -27,6 +27,50 @@ from nmbrs_visma.journals.models import (
     PeriodType,
     Refusal,
 )
+
+
+class CostCenterSetting(DimensionSetting):
+    """Post each line's Nmbrs cost center as the value of a Visma.net subaccount segment, found by the segment's
+    description."""
+
+    model_config = ConfigDict(title="Cost center")
+
+    enabled: bool = Field(
+        default=False, title="Post cost centers", description="Post each line's cost center; off: it is not posted."
+    )
+    description: str = Field(
+        default="",
+        title="Segment description",
+        description="The description of the Visma.net subaccount segment that holds cost centers, e.g. Department.",
+    )
+    default: str = Field(
+        default="",
+        title="Default segment value",
+        description="The segment value of lines without a cost center (balance-sheet lines); empty: the segment's "
+        "all-zero value, if Visma.net holds it.",
+    )
+
+
+class CostUnitSetting(DimensionSetting):
+    """Post each line's Nmbrs cost unit as the value of a Visma.net subaccount segment, found by the segment's
+    description."""
+
+    model_config = ConfigDict(title="Cost unit")
+
+    enabled: bool = Field(
+        default=False, title="Post cost units", description="Post each line's cost unit; off: it is not posted."
+    )
+    description: str = Field(
+        default="",
+        title="Segment description",
+        description="The description of the Visma.net subaccount segment that holds cost units, e.g. Project.",
+    )
+    default: str = Field(
+        default="",
+        title="Default segment value",
+        description="The segment value of lines without a cost unit (balance-sheet lines); empty: the segment's "
+        "all-zero value, if Visma.net holds it.",
+    )
 
 
 def mapping_block_name(company: int) -> str:
@@ -54,48 +98,73 @@ class AdministrationMappingBlock(CachedJsonSchema, Block):
     ```
     """
 
-    nmbrs_company: int = Field(description="The Nmbrs company number.")
+    nmbrs_company: int = Field(title="Nmbrs company number", description="The Nmbrs company number.")
     nmbrs_account: str | None = Field(
         default=None,
-        description="Nmbrs account block whose API this company's runs are read from; empty: journal files only.",
+        title="Nmbrs account block",
+        description="The name of the Nmbrs Account block this company's payroll runs are read with; empty: the "
+        "company is posted from journal files only.",
     )
     visma_account: str = Field(
-        description="The name of the Visma.net Account block of the administration (its tenant and credentials)."
+        title="Visma.net account block",
+        description="The name of the Visma.net Account block of the administration (its tenant and credentials).",
     )
-    branch: str = Field(description="The Visma.net branch number journal transactions are booked in.")
-    ledger: str = Field(description="The Visma.net ledger id, e.g. L.")
-    cost_center: DimensionSetting = Field(
-        default_factory=DimensionSetting,
-        description="Post the Nmbrs cost center as the subaccount segment with this description.",
+    branch: str = Field(title="Branch", description="The Visma.net branch number journal transactions are booked in.")
+    ledger: str = Field(title="Ledger", description="The Visma.net ledger id, e.g. L.")
+    cost_center: CostCenterSetting = Field(
+        default_factory=CostCenterSetting,
+        title="Cost center",
+        description="Whether and how the Nmbrs cost center of each line (dim2) is posted: as the value of the "
+        "Visma.net subaccount segment with the description given here.",
     )
-    cost_unit: DimensionSetting = Field(
-        default_factory=DimensionSetting,
-        description="Post the Nmbrs cost unit as the subaccount segment with this description.",
+    cost_unit: CostUnitSetting = Field(
+        default_factory=CostUnitSetting,
+        title="Cost unit",
+        description="Whether and how the Nmbrs cost unit of each line (dim3) is posted: as the value of the "
+        "Visma.net subaccount segment with the description given here.",
     )
     subaccount_dimension: str = Field(
-        default="SUBACCOUNT", description="The Visma.net dimension id that holds the subaccount segments."
+        default="SUBACCOUNT",
+        title="Subaccount dimension",
+        description="The Visma.net dimension id that holds the subaccount segments.",
     )
     account_translation: dict[str, str] = Field(
         default_factory=dict,
+        title="Ledger account translation",
         description="Nmbrs ledger account -> Visma.net account, for accounts numbered differently.",
     )
-    test_company: bool = Field(default=False, description="A test company: never posted.")
-    debtor_blocked: bool = Field(default=False, description="The company's debtor is blocked: never posted.")
+    test_company: bool = Field(
+        default=False, title="Test company", description="A test company: reported as skipped, never posted."
+    )
+    debtor_blocked: bool = Field(
+        default=False, title="Debtor blocked", description="The company's debtor is blocked: refused, never posted."
+    )
     closed_period_policy: ClosedPeriodPolicy = Field(
         default=ClosedPeriodPolicy.REFUSE,
+        title="Closed financial period",
         description="A closed financial period: refuse (default) or book in the first open period after it.",
     )
-    release: bool = Field(default=False, description="Release each journal transaction after creating it.")
-    hold: bool = Field(default=False, description="Create journal transactions on hold.")
+    release: bool = Field(
+        default=False, title="Release", description="Release each journal transaction after creating it."
+    )
+    hold: bool = Field(default=False, title="Hold", description="Create journal transactions on hold.")
     period_type: PeriodType = Field(
         default=PeriodType.MONTH,
+        title="Payroll frequency (journal files)",
         description="How often the company pays, for journal files (from the Nmbrs API it is read from Nmbrs).",
     )
     period_mapping: PeriodMapping | None = Field(
         default=None,
+        title="Period mapping",
         description="How payroll periods become financial periods: number (period N is YYYYNN) or end_date (the "
         "financial period holding the payroll period's last day). Required for 4-weekly and weekly payrolls.",
     )
+
+    @field_validator("cost_center", "cost_unit", mode="before")
+    @classmethod
+    def _dimension(cls, value: Any) -> Any:
+        """A domain `DimensionSetting` (from `config apply` or code) is taken as its values."""
+        return value.model_dump() if isinstance(value, DimensionSetting) else value
 
     @model_validator(mode="after")
     def _valid_mapping(self) -> AdministrationMappingBlock:
@@ -110,8 +179,11 @@ class AdministrationMappingBlock(CachedJsonSchema, Block):
         return None if isinstance(value, str) and not value.strip() else value
 
     def to_mapping(self) -> AdministrationMapping:
-        """The domain mapping the Prefect-free core works with."""
-        return AdministrationMapping(**{name: getattr(self, name) for name in AdministrationMapping.model_fields})
+        """The domain mapping the Prefect-free core works with (plain `DimensionSetting`s, not the form's kinds)."""
+        values = {name: getattr(self, name) for name in AdministrationMapping.model_fields}
+        for name in ("cost_center", "cost_unit"):
+            values[name] = DimensionSetting(**values[name].model_dump())
+        return AdministrationMapping(**values)
 
     @classmethod
     def from_mapping(

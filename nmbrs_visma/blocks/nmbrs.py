@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from nmbrs_visma.blocks.oauth import OAuthAccount, utc_now
+from nmbrs_visma.blocks.oauth import ENDPOINT_FIELDS, TOKEN_FIELDS, OAuthAccount
 from nmbrs_visma.clients.nmbrs import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_SCOPES, DEFAULT_TOKEN_URL
 
 if TYPE_CHECKING:
@@ -38,6 +38,15 @@ class NmbrsAccount(OAuthAccount):
     system_name: ClassVar[str] = "Nmbrs"
     connect_command: ClassVar[str] = "nmbrs-visma connect nmbrs"
 
+    _form_order: ClassVar[tuple[str, ...]] = (
+        "base_url",
+        "client_id",
+        "client_secret",
+        "subscription_key",
+        *ENDPOINT_FIELDS,
+        *TOKEN_FIELDS,
+    )
+
     base_url: str = Field(default=DEFAULT_BASE_URL, title="Base URL", description="The Nmbrs REST API base URL.")
     token_url: str = Field(
         default=DEFAULT_TOKEN_URL,
@@ -49,28 +58,27 @@ class NmbrsAccount(OAuthAccount):
         title="Authorize URL",
         description="The Nmbrs identity server authorize endpoint.",
     )
-    subscription_key: SecretStr = Field(description="The Nmbrs API subscription key (sent as X-Subscription-Key).")
+    client_id: str = Field(
+        title="Client ID", description="The OAuth 2.0 client id of the application registered with Nmbrs."
+    )
+    client_secret: SecretStr = Field(
+        title="Client secret", description="The OAuth 2.0 client secret of the application registered with Nmbrs."
+    )
+    subscription_key: SecretStr = Field(
+        title="Subscription key", description="The Nmbrs API subscription key (sent as X-Subscription-Key)."
+    )
     scopes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SCOPES),
+        title="Scopes",
         description="The scopes to request at login; offline_access gives the refresh token.",
     )
     refresh_token_lifetime_days: int = Field(
         default=30,
         ge=1,
-        description="Days a refresh token stays valid unused; after that the account must be connected again.",
+        title="Refresh token lifetime (days)",
+        description="Days an Nmbrs refresh token stays valid unused (30); after that the account must be connected "
+        "again. The keep-alive deployment renews it before then.",
     )
-
-    @property
-    def refresh_token_expires_at(self) -> dt.datetime | None:
-        """When the stored refresh token lapses if it is not used (each rotation restarts the clock)."""
-        if self.refresh_token is None or self.refresh_token_issued_at is None:
-            return None
-        return self.refresh_token_issued_at + dt.timedelta(days=self.refresh_token_lifetime_days)
-
-    @property
-    def refresh_token_days_left(self) -> int | None:
-        expires = self.refresh_token_expires_at
-        return None if expires is None else (expires - utc_now()).days
 
     def token_dict(self) -> dict[str, Any] | None:
         token = super().token_dict()

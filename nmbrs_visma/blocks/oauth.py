@@ -20,6 +20,11 @@ from nmbrs_visma.blocks.schema import CachedJsonSchema
 _STORE_LOCK = threading.Lock()  # one client may be shared by a thread pool; keep the fields and the save together
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+FILLED_IN = "Filled in by `nmbrs-visma connect` and each renewal: leave it as it is."
+
+# The block form's order (blocks/schema.py): who the account is, then the endpoints, then the token fields.
+TOKEN_FIELDS = ("access_token", "access_token_expires_at", "refresh_token", "refresh_token_issued_at")
+ENDPOINT_FIELDS = ("token_url", "authorize_url", "redirect_uri", "scopes", "refresh_token_lifetime_days")
 
 
 def utc_now() -> dt.datetime:
@@ -33,28 +38,62 @@ class OAuthAccount(CachedJsonSchema, CredentialsBlock):
     system_name: ClassVar[str] = "account"  # "Visma.net" / "Nmbrs", for messages
     connect_command: ClassVar[str] = "nmbrs-visma connect"
 
-    token_url: str = Field(description="The OAuth 2.0 token endpoint.")
-    authorize_url: str = Field(description="The OAuth 2.0 authorize endpoint (interactive login).")
-    client_id: str = Field(description="The OAuth 2.0 client id of the registered application.")
-    client_secret: SecretStr = Field(description="The OAuth 2.0 client secret of the registered application.")
-    scopes: list[str] = Field(default_factory=list, description="The scopes requested from the token endpoint.")
+    token_url: str = Field(title="Token URL", description="The OAuth 2.0 token endpoint.")
+    authorize_url: str = Field(
+        title="Authorize URL", description="The OAuth 2.0 authorize endpoint (interactive login)."
+    )
+    client_id: str = Field(title="Client ID", description="The OAuth 2.0 client id of the registered application.")
+    client_secret: SecretStr = Field(
+        title="Client secret", description="The OAuth 2.0 client secret of the registered application."
+    )
+    scopes: list[str] = Field(
+        default_factory=list, title="Scopes", description="The scopes requested from the token endpoint."
+    )
     redirect_uri: str = Field(
         default=DEFAULT_REDIRECT_URI,
         title="Redirect URI",
         description="The loopback redirect URI registered for the application (used by `nmbrs-visma connect`).",
     )
     access_token: SecretStr | None = Field(
-        default=None, description="The current access token (written by the pipeline; leave empty)."
+        default=None,
+        title="Access token",
+        description=f"The current access token. {FILLED_IN}",
     )
     access_token_expires_at: dt.datetime | None = Field(
-        default=None, description="When the current access token expires (UTC; written by the pipeline)."
+        default=None,
+        title="Access token valid until",
+        description=f"When the current access token expires (UTC). {FILLED_IN}",
     )
     refresh_token: SecretStr | None = Field(
-        default=None, description="The current refresh token (written by `nmbrs-visma connect` and each rotation)."
+        default=None,
+        title="Refresh token",
+        description="The current refresh token (each one works once: every renewal replaces it). " + FILLED_IN,
     )
     refresh_token_issued_at: dt.datetime | None = Field(
-        default=None, description="When the current refresh token was issued (UTC; written by the pipeline)."
+        default=None,
+        title="Refresh token issued at",
+        description="When the current refresh token was issued (UTC); its lifetime counts from here. " + FILLED_IN,
     )
+    refresh_token_lifetime_days: int = Field(
+        default=30,
+        ge=1,
+        title="Refresh token lifetime (days)",
+        description="Days a refresh token stays valid unused; after that the account must be connected again.",
+    )
+
+    @property
+    def refresh_token_expires_at(self) -> dt.datetime | None:
+        """When the stored refresh token lapses if it is not used (each rotation restarts the clock); None for
+        an account without one (a service account, or one never connected) or with no known issue time."""
+        if not self.uses_refresh_token or self.refresh_token is None or self.refresh_token_issued_at is None:
+            return None
+        return self.refresh_token_issued_at + dt.timedelta(days=self.refresh_token_lifetime_days)
+
+    @property
+    def refresh_token_days_left(self) -> int | None:
+        """Whole days until the refresh token lapses (negative once it has), or None (see the expiry)."""
+        expires = self.refresh_token_expires_at
+        return None if expires is None else (expires - utc_now()).days
 
     # -- token state ----------------------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from nmbrs_visma.blocks.oauth import OAuthAccount
+from nmbrs_visma.blocks.oauth import ENDPOINT_FIELDS, TOKEN_FIELDS, OAuthAccount
 from nmbrs_visma.clients.visma_connect import DEFAULT_AUTHORIZE_URL, DEFAULT_TOKEN_URL
 
 if TYPE_CHECKING:
@@ -40,6 +40,16 @@ class VismaNetAccount(OAuthAccount):
     system_name: ClassVar[str] = "Visma.net"
     connect_command: ClassVar[str] = "nmbrs-visma connect visma"
 
+    _form_order: ClassVar[tuple[str, ...]] = (
+        "base_url",
+        "grant_type",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        *ENDPOINT_FIELDS,
+        *TOKEN_FIELDS,
+    )
+
     base_url: str = Field(default=DEFAULT_BASE_URL, title="Base URL", description="The Visma.net ERP API base URL.")
     token_url: str = Field(
         default=DEFAULT_TOKEN_URL,
@@ -53,6 +63,7 @@ class VismaNetAccount(OAuthAccount):
     )
     grant_type: Literal["client_credentials", "authorization_code"] = Field(
         default="client_credentials",
+        title="Grant type",
         description=(
             "client_credentials for a Visma Connect service client (needs the tenant id); "
             "authorization_code for an interactive login with `nmbrs-visma connect visma`."
@@ -63,9 +74,24 @@ class VismaNetAccount(OAuthAccount):
         title="Tenant ID",
         description="The Visma.net company (tenant) id; for an interactive login `connect` fills it in.",
     )
+    client_id: str = Field(
+        title="Client ID", description="The client id of the application registered in the Visma Developer Portal."
+    )
+    client_secret: SecretStr = Field(
+        title="Client secret",
+        description="The client secret of the application registered in the Visma Developer Portal.",
+    )
     scopes: list[str] = Field(
         default_factory=list,
+        title="Scopes",
         description="The scopes to request; empty means the standard service or interactive (+ offline_access) scopes.",
+    )
+    refresh_token_lifetime_days: int = Field(
+        default=30,
+        ge=1,
+        title="Refresh token lifetime (days)",
+        description="Interactive logins: days a refresh token stays valid unused, as Visma Connect grants it; after "
+        "that the account must be connected again. The keep-alive deployment renews it before then.",
     )
 
     @property

@@ -71,6 +71,8 @@ class JournalTransactionSummary(BaseModel):
     line_count: int
     debit: Decimal
     credit: Decimal
+    reversing_entry: bool = False  # made by Visma.net's Reverse action
+    original_batch_number: str = ""  # a reversing batch: the batch it reverses
 
 
 def _json(response: httpx2.Response) -> Any:
@@ -282,6 +284,8 @@ class VismaNetClient(ApiClient):
             line_count=len(lines),
             debit=total("debitTotal", "debitAmount"),
             credit=total("creditTotal", "creditAmount"),
+            reversing_entry=bool(header.get("reversingEntry")),
+            original_batch_number=str(header.get("originalBatchNumber") or ""),
         )
 
     def release_journal_transaction(self, batch_number: str) -> None:

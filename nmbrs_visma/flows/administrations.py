@@ -33,11 +33,12 @@ from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.keys import administration_id
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
+from nmbrs_visma.output import pass_progress
 from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
-from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_period
+from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
 from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
@@ -131,6 +132,7 @@ class Pass:
     title: str = ""
     completed: dict[int, list[CompletedRun]] = field(default_factory=dict)
     flow_run_id: str | None = None
+    progress: Callable[[int, int], None] | None = field(default_factory=pass_progress.get)  # (done, total)
     sending: threading.BoundedSemaphore = field(init=False)
     planner: Planner = field(init=False)
     reads: ThreadPoolExecutor = field(init=False)  # Nmbrs journal reads beside the unit's own thread
@@ -258,7 +260,7 @@ def _runs_to_read(
             rows.append(
                 refused_row(
                     company, check_company(run, mapping), period=run_period(run), company_name=nmbrs_company.name,
-                    administration=administration, reference=run.reference,
+                    administration=administration, reference=run.reference, run_period=run_label(run),
                 )
             )  # fmt: skip
         return rows, None
@@ -279,6 +281,7 @@ def _waiting(company: int, name: str, run: PayrollRun) -> StatusRow:
         company_name=name,
         period=run_period(run),
         reference=run.reference,
+        run_period=run_label(run),
         status=Status.WAITING,
         reason=f"run {run.run_number} of {run.year} is not locked in Nmbrs yet: posted by the first pass after it is",
     )
@@ -414,6 +417,8 @@ class Administrations:
                 self._open_references[key] -= 1
                 if self._open_references[key] == 0:
                     forget.append(key)
+        if self.work.progress is not None:  # administrations done / total (the command line's progress display)
+            self.work.progress(len(self._groups) - sum(self._open_accounts.values()), len(self._groups))
         for key in forget:
             self.work.connections.references.forget(key)
         if last_of_account:
@@ -465,5 +470,6 @@ def preview(
             payload=posting.payload,
         )
         files.append(payload_file)
-        rows.append(posting.row(Status.DRY_RUN, reason=f"payload in {payload_file.path.name}"))
+        row = posting.row(Status.DRY_RUN, reason=f"payload in {payload_file.path.name}")
+        rows.append(row.model_copy(update={"payload_file": str(payload_file.path)}))
     return rows, files

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -17,18 +19,25 @@ from nmbrs_visma.flows.post_payroll_journals import (
     CompaniesParameter,
     DryRunParameter,
     RepostParameter,
+    run_name,
     run_pass,
+    run_state,
+    tag_run,
     task_threads,
 )
 from nmbrs_visma.payroll_period import PERIOD_PATTERN, range_filter
-from nmbrs_visma.results import StatusRow
 from nmbrs_visma.tasks.runs import RunFilter
 
 RANGE_END = PERIOD_PATTERN.replace("|previous-month", "")  # a range is given in months or in payroll periods
 
 
+def backfill_run_name() -> str:
+    return run_name(f"backfill {flow_run.parameters.get('start')}..{flow_run.parameters.get('end')}")
+
+
 @flow(
     name="backfill-correction-periods",
+    flow_run_name=backfill_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
     description="Post the payroll journals still missing for a range of periods (idempotent).",
 )
@@ -40,7 +49,7 @@ def backfill_correction_periods(
     companies: CompaniesParameter = None,
     dry_run: DryRunParameter = False,
     repost_changed: RepostParameter = False,
-) -> list[StatusRow]:
+) -> State:
     """Post every payroll run from `start` to `end` inclusive; what was sent before is reported "already sent"
     and not sent again, a journal whose content changed since is reported `changed` (or, with
     `repost_changed`, reversed and posted again).
@@ -52,8 +61,9 @@ def backfill_correction_periods(
         dry_run: Build and show the exact payloads; send nothing.
         repost_changed: Reverse a journal sent before whose content changed since, and post the new one.
     """
+    tag_run("backfill", *(["dry-run"] if dry_run else []))
     run_filter = RunFilter(period=range_filter(start, end))
-    return run_pass(
+    rows = run_pass(
         run_filter,
         companies,
         journal_file=None,
@@ -62,3 +72,4 @@ def backfill_correction_periods(
         run_key=f"backfill-{start}-{end}".replace("/", "-"),
         repost_changed=repost_changed,
     )
+    return run_state(rows)

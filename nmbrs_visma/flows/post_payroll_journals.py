@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -25,7 +27,7 @@ from nmbrs_visma.flows.administrations import Administrations, Pass, preview
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
 from nmbrs_visma.payroll_period import PERIOD_PATTERN, period_filter, today
 from nmbrs_visma.posting_ledger import PostingLedger
-from nmbrs_visma.results import PROBLEMS, StatusRow, sort_rows, summary
+from nmbrs_visma.results import PROBLEMS, StatusRow, has_problems, outcome_message, sort_rows, summary
 from nmbrs_visma.tasks.journal_file import file_period
 from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, publish_results
 from nmbrs_visma.tasks.runs import RunFilter
@@ -34,6 +36,7 @@ MAX_WORKERS_ENV = "NMBRS_VISMA_MAX_WORKERS"
 
 # The parameters as the Prefect UI's run form shows them: titles, patterns and examples here, descriptions from
 # the flows' docstrings (Prefect reads their Args sections).
+
 PeriodParameter = Annotated[
     str | None,
     Field(pattern=PERIOD_PATTERN, json_schema_extra={"title": "Period", "examples": ["2026-03", "2026/13"]}),
@@ -53,6 +56,69 @@ def task_threads() -> int:
     """The flow's task runner threads, for the set-up tasks (tokens, company lists): the administrations run in
     threads of their own (flows/administrations.py)."""
     return max_workers()
+
+
+RUN_TAGS = ("nmbrs-visma", "payroll")  # on every flow run (the deployments carry them too): for filters, alerts
+
+
+def run_state(rows: list[StatusRow]) -> State:
+    """The flow run's final state: FAILED when anything was refused, changed, pending or failed (a state an
+    automation can alert on), COMPLETED otherwise (sent, already sent, skipped, waiting, nothing new); the message
+    counts the rows and names the companies with a problem; the data is the rows."""
+    message = outcome_message(rows)
+    return Failed(message=message, data=rows) if has_problems(rows) else Completed(message=message, data=rows)
+
+
+def pass_rows(state: State) -> list[StatusRow]:
+    """The rows of a finished run of either flow (`return_state=True`), COMPLETED or FAILED; a run that failed
+    before it had any (a crash, a bad parameter, the configuration) raises its error."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, list):
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    raise RuntimeError(state.message or f"the run ended {state.type.value} without rows")
+
+
+def run_name(what: str) -> str:
+    """A flow run's name: what it posts (a period, a run, a range, or every new locked run), the companies when
+    a few are named, and a dry-run mark."""
+    parameters = flow_run.parameters
+    companies = parameters.get("companies") or []
+    shown = ""
+    if companies:
+        listed = ", ".join(str(c) for c in companies[:3]) + (f" +{len(companies) - 3}" if len(companies) > 3 else "")
+        shown = f" · compan{'y' if len(companies) == 1 else 'ies'} {listed}"
+    return f"{what}{shown}" + (" · dry run" if parameters.get("dry_run") else "")
+
+
+def post_run_name() -> str:
+    parameters = flow_run.parameters
+    if parameters.get("journal_file"):
+        what = f"file {Path(parameters['journal_file']).name}"
+    elif parameters.get("run"):
+        what = f"run {parameters['run']}"
+    else:
+        what = parameters.get("period") or "new locked runs"
+    return run_name(what)
+
+
+def tag_run(*extra: str) -> None:
+    """Add this project's tags (and `extra`, e.g. `dry-run`) to the current flow run, best effort: a run started
+    outside a deployment (the CLI, a test) carries them too."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    wanted = [tag for tag in (*RUN_TAGS, *extra) if tag not in flow_run.tags]
+    if not wanted:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, tags=[*flow_run.tags, *wanted])
+    except Exception as exc:  # a view: never fails a run
+        get_run_logger().warning("could not tag the flow run: %s", exc)
 
 
 # -- the flow -----------------------------------------------------------------------------------------------
@@ -103,6 +169,9 @@ def run_pass(
         preview_rows, files = preview(administrations.postings, ledger, output_dir())
         rows = rows + preview_rows
     rows = sort_rows([*selection.rows, *rows])
+    from nmbrs_visma.outcomes import record_pass  # the latest outcome of each run, for `status` (never fails a run)
+
+    record_pass(ledger, rows, work, dry_run=dry_run)
     publish_results(rows, title=title, run_key=run_key, dry_run=dry_run, published=administrations.published)
     if dry_run:
         publish_payloads(files, title=title, run_key=run_key)
@@ -115,6 +184,7 @@ def run_pass(
 
 @flow(
     name="post-payroll-journals",
+    flow_run_name=post_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
     description="Post every locked Nmbrs payroll run not yet booked (or those of a period or run) to the Visma.net "
     "general ledger, exactly once.",
@@ -127,7 +197,7 @@ def post_payroll_journals(
     dry_run: DryRunParameter = False,
     run_number: Annotated[int, Field(ge=1, json_schema_extra={"title": "Journal file's run number"})] = 1,
     repost_changed: RepostParameter = False,
-) -> list[StatusRow]:
+) -> State:
     """Post every locked payroll run of the mapped companies that is not booked yet (this year's, and last
     year's until a run of this year is booked); unlocked runs are reported as waiting.
 
@@ -144,12 +214,13 @@ def post_payroll_journals(
         repost_changed: Reverse a journal sent before whose content changed since, and post the new one
             (otherwise it is reported as changed).
     """
+    tag_run(*(["dry-run"] if dry_run else []))
     if journal_file and companies:
         run_filter = RunFilter(period=file_period(Path(journal_file), companies[0], period))
     else:
         run_filter = RunFilter(period=period_filter(period) if period else None, run=run or None)
     label = "" if run_filter.run_driven else f" {run_filter}"
-    return run_pass(
+    rows = run_pass(
         run_filter,
         companies,
         journal_file=journal_file,
@@ -159,3 +230,4 @@ def post_payroll_journals(
         run_number=run_number,
         repost_changed=repost_changed,
     )
+    return run_state(rows)

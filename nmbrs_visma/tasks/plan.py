@@ -15,9 +15,12 @@ import pandas as pd
 from nmbrs_visma.journals.build import PlannedTransaction, RunContext, RunPlan, build_many, plan_run, with_run_id
 from nmbrs_visma.journals.keys import mapping_administration_id
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
+from nmbrs_visma.journals.split import payroll_label
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.tasks.extract import CompanyJournals
 from nmbrs_visma.tasks.posting import Posting
+
+TEST_COMPANY = "test_company"  # the refusal code of a test company (journals.checks)
 
 
 @dataclass
@@ -43,7 +46,13 @@ def refused_row(
     administration: str = "",
     reference: str = "",
     status: Status = Status.REFUSED,
+    run_period: str = "",
 ) -> StatusRow:
+    """A row of what is not posted and why; a test company and nothing else is `skipped` (reported, no alarm:
+    a blocked debtor alongside it stays a refusal)."""
+    codes = tuple(dict.fromkeys(refusal.code for refusal in refusals))
+    if status is Status.REFUSED and codes == (TEST_COMPANY,):
+        status = Status.SKIPPED
     return StatusRow(
         company=company,
         company_name=company_name,
@@ -52,7 +61,8 @@ def refused_row(
         reference=reference,
         status=status,
         reason=refusal_text(refusals),
-        codes=tuple(dict.fromkeys(refusal.code for refusal in refusals)),
+        codes=codes,
+        run_period=run_period,
     )
 
 
@@ -121,6 +131,11 @@ def run_period(run: PayrollRun) -> str:
     return f"{run.year:04d}{run.period_end:02d}"
 
 
+def run_label(run: PayrollRun) -> str:
+    """The run's (last) payroll period as a person writes it: 2026-03 for a month, 2026/13 for four weeks."""
+    return payroll_label(run_period(run), run.period_type)
+
+
 def _company_plan(
     journals: CompanyJournals,
     mapping: AdministrationMapping,
@@ -164,6 +179,7 @@ def _company_plan(
                 company_name=name,
                 administration=administration,
                 reference=run.reference,
+                run_period=run_label(run),
             )
         )
     return plan
@@ -179,6 +195,7 @@ def _posting(
         company_name=journals.company_name,
         run_id=run.run_id,
         reference=run.reference,
+        run_period=run_label(run),
         administration=transaction.administration_id,
         payroll_period=transaction.payroll_period,
         period_id=transaction.financial_period,

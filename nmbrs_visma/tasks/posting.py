@@ -106,6 +106,7 @@ class Posting:
     kind: PostingKind = "journal"
     reverses: str | None = None  # a reversal: the batch it reverses
     undoes: tuple[str, str] | None = None  # a reversal: the (key, fingerprint) of the content it reverses
+    run_period: str = ""  # the run's payroll period as a person writes it (2026-03, 2026/13): its status artifact
 
     def row(
         self,
@@ -130,6 +131,7 @@ class Posting:
             status=status,
             reason=reason,
             codes=codes,
+            run_period=self.run_period,
         )
 
     def entry(self, state: PostingState, **changes: Any) -> PostingEntry:

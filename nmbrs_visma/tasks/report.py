@@ -1,5 +1,7 @@
-"""Show what a run did in the Prefect UI: a table artifact per run, a keyed status artifact per administration,
-and for a dry run the exact payloads (JSON files in an output folder, listed and shown in a markdown artifact).
+"""Show what a run did in the Prefect UI: a table artifact per run, a status artifact per administration and
+payroll period, and for a dry run the exact payloads (JSON files in an output folder, listed and shown
+pretty-printed in a markdown artifact). Dry runs have keys of their own: the UI shows the latest per key, so a
+dry run never reads as the month's status.
 
 Artifacts hold the status rows and the payloads only: business data, never a credential (payloads carry no
 token; the clients add those per request).
@@ -8,6 +10,7 @@ token; the clients add those per request).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 from collections import defaultdict
@@ -53,15 +56,26 @@ def write_payload(
     return PayloadFile(company, administration, period_id, key, path.resolve(), payload)
 
 
+def run_artifact_key(run_key: str, dry_run: bool) -> str:
+    """The run table's key: a dry run never shares its key with a real post (the UI shows the latest per key)."""
+    return artifact_key(run_key, "dry-run") if dry_run else artifact_key(run_key)
+
+
+def status_artifact_key(administration: str, period: str, dry_run: bool) -> str:
+    """The status of one administration and payroll period (`status-<administration>-<period>`), dry runs apart:
+    a month keeps its form (`2026-03`), a four-week or week period is `2026-p03` (never the month's key)."""
+    return artifact_key("dry-run" if dry_run else "", "status", administration, period.replace("/", "-p") or "none")
+
+
 def publish_results(
     rows: Sequence[StatusRow], *, title: str, run_key: str, dry_run: bool, published: Set[str] = frozenset()
 ) -> None:
-    """The run's table artifact, and the keyed status artifact of each administration not `published` yet
+    """The run's table artifact, and the status artifacts of each administration not `published` yet
     (best effort: a UI problem never turns a posted run into a failed one)."""
     try:
         create_table_artifact(
             table=table_artifact_rows(rows),
-            key=artifact_key(run_key),
+            key=run_artifact_key(run_key, dry_run),
             description=f"{title}: {summary(rows)}" + (" (dry run: nothing sent)" if dry_run else ""),
         )
     except Exception as exc:  # artifacts are a view; the rows are returned and recorded regardless
@@ -75,43 +89,66 @@ def publish_results(
 
 
 def publish_administration(administration: str, rows: Sequence[StatusRow], *, title: str, dry_run: bool) -> None:
-    """The administration's keyed status artifact: its rows of the run (best effort, like all artifacts)."""
-    try:
-        create_markdown_artifact(
-            markdown=(
-                f"# Administration {administration}\n\n{title}: {summary(rows)}"
-                + (" (dry run: nothing sent)" if dry_run else "")
-                + "\n\n"
-                + markdown_table(sort_rows(rows))
-                + "\n"
-            ),
-            key=artifact_key("administration", administration),
-            description=f"{administration}: {summary(rows)}",
+    """The administration's status artifact per payroll period of its rows (the run's period: corrections booked
+    into earlier financial periods stay with their run), each reason in full below the table (best effort)."""
+    by_period: dict[str, list[StatusRow]] = defaultdict(list)
+    for row in rows:
+        by_period[row.run_period or row.period].append(row)
+    for period, period_rows in sorted(by_period.items()):
+        ordered = sort_rows(period_rows)
+        reasons = [
+            f"- company {row.company} {row.company_name}".rstrip()
+            + f", {row.period or 'all periods'}, {row.status.value}: {row.reason}"
+            for row in ordered
+            if row.reason
+        ]
+        heading = f"# Administration {administration}, payroll period {period or '(none)'}"
+        markdown = (
+            f"{heading}\n\n{title}: {summary(ordered)}"
+            + (" (dry run: nothing sent)" if dry_run else "")
+            + "\n\n"
+            + markdown_table(ordered)
+            + ("\n\n## Reasons\n\n" + "\n".join(reasons) if reasons else "")
+            + "\n"
         )
-    except Exception as exc:
-        logger.warning("could not create the status artifact of %s: %s", administration, exc)
+        try:
+            create_markdown_artifact(
+                markdown=markdown,
+                key=status_artifact_key(administration, period, dry_run),
+                description=f"{administration} {period}: {summary(ordered)}" + (" (dry run)" if dry_run else ""),
+            )
+        except Exception as exc:
+            logger.warning("could not create the status artifact of %s %s: %s", administration, period, exc)
 
 
 def publish_payloads(files: Sequence[PayloadFile], *, title: str, run_key: str) -> None:
-    """The dry run's payloads: where the files are, and each payload inline (up to a size)."""
+    """The dry run's payloads: where the files are, then each payload pretty-printed in a section of its own, in
+    a stable order (company, administration, period, key), up to a size."""
     if not files:
         return
-    parts = [f"# Dry run: {title}\n", "Nothing was sent. The exact payloads that would be posted:\n"]
-    parts += [f"- `{f.path}` (company {f.company}, {f.administration}, period {f.period_id})" for f in files]
+    ordered = sorted(files, key=lambda f: (f.company, f.administration, f.period_id, f.key))
+    folders = sorted({str(f.path.parent) for f in ordered})
+    parts = [
+        f"# Dry run: {title}\n",
+        "Nothing was sent. The exact payloads that would be posted, in " + ", ".join(f"`{d}`" for d in folders) + ":\n",
+    ]
+    parts += [f"- `{f.path.name}`: company {f.company}, {f.administration}, period {f.period_id}" for f in ordered]
     shown = 0
-    for payload_file in files:
-        text = payload_file.content.decode("utf-8")
+    for payload_file in ordered:
+        text = json.dumps(json.loads(payload_file.content), indent=2, ensure_ascii=False)
         if shown + len(text) > _INLINE_LIMIT:
             parts.append("\n(further payloads only in the files above)")
             break
         shown += len(text)
         parts.append(
-            f"\n## {payload_file.period_id} company {payload_file.company} ({payload_file.administration})\n\n"
-            f"```json\n{text}\n```"
+            f"\n## Company {payload_file.company}, {payload_file.administration}, period {payload_file.period_id}"
+            f"\n\n`{payload_file.path.name}`\n\n```json\n{text}\n```"
         )
     try:
         create_markdown_artifact(
-            markdown="\n".join(parts), key=artifact_key(run_key, "payloads"), description=f"{title}: payload preview"
+            markdown="\n".join(parts),
+            key=artifact_key(run_key, "dry-run", "payloads"),
+            description=f"{title}: payload preview",
         )
     except Exception as exc:
         logger.warning("could not create the payload artifact: %s", exc)

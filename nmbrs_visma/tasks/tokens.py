@@ -15,12 +15,15 @@ No token or secret is ever part of a message.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from prefect import task
+from prefect.states import State
 
+from nmbrs_visma.accounts import AccountState, AccountStatus, account_status
 from nmbrs_visma.blocks.locks import LOCK_TIMEOUT_SECONDS, token_lock
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.oauth import OAuthAccount, utc_now
@@ -182,3 +185,78 @@ def refresh_token(system: System, account: str, margin_minutes: float = 10.0) ->
     block, refreshed = ensure_fresh_token(account_type, account, margin=dt.timedelta(minutes=margin_minutes))
     refresh_expires = block.refresh_token_expires_at if isinstance(block, NmbrsAccount) else None
     return TokenStatus(block.system_name, account, refreshed, block.access_token_expires_at, refresh_expires)
+
+
+# -- keeping refresh tokens alive (the keep-alive flow) ------------------------------------------------------
+
+
+def refresh_token_due(account: OAuthAccount, renew_within: dt.timedelta) -> bool:
+    """True when the account lives on a refresh token that lapses within `renew_within` (or whose issue time is
+    unknown, so its lapse is too): renewing it now restarts its lifetime. A service account is never due."""
+    if not account.uses_refresh_token:
+        return False
+    expires = account.refresh_token_expires_at
+    return expires is None or expires - utc_now() < renew_within
+
+
+def keep_refresh_token_alive(
+    account_type: type[A],
+    account: str,
+    *,
+    renew_within: dt.timedelta,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+) -> tuple[A, bool]:
+    """Renew the account's refresh token when it lapses within `renew_within`; the block, and whether this renewed.
+
+    The same discipline as `ensure_fresh_token`: under the account's token lock, the block re-loaded after the
+    lock is held (another run may have renewed meanwhile), renewed only when still due, the rotated pair saved
+    at once. A dead grant raises `ReconnectRequired` (and the block forgets its tokens, as `renew_token` does).
+    """
+    current = load_account(account_type, account)
+    if not refresh_token_due(current, renew_within):
+        return current, False
+    check_grant(current, account)
+    with token_lock(account_type, account, timeout_seconds=lock_timeout):
+        current = load_account(account_type, account)
+        if not refresh_token_due(current, renew_within):
+            return current, False
+        check_grant(current, account)
+        renew_token(current, account)
+        return current, True
+
+
+def _transient(task: object, task_run: object, state: State) -> bool:
+    """Retry a keep-alive only when the failure may pass (network, a busy server): never an account refused."""
+    try:
+        state.result()
+    except AccountNotAuthorised:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    name="keep-refresh-token-alive",
+    task_run_name="keep-alive-{system}-{account}",
+    cache_policy=None,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_transient,
+)
+def keep_token_alive(system: System, account: str, renew_within_days: float) -> AccountStatus:
+    """Renew the account's refresh token if it lapses within `renew_within_days`; its status after, with a note
+    saying what was done. A dead grant is a status that needs `connect` (not an error); a client the token
+    endpoint refuses raises `AccountNotAuthorised`."""
+    account_type = ACCOUNT_TYPES[system]
+    try:
+        block, renewed = keep_refresh_token_alive(
+            account_type, account, renew_within=dt.timedelta(days=renew_within_days)
+        )
+    except ReconnectRequired as exc:
+        status = account_status(load_account(account_type, account), account)
+        return dataclasses.replace(status, state=AccountState.NEEDS_CONNECT, note=exc.reason)
+    status = account_status(block, account)
+    left = "" if status.refresh_days_left is None else f": {status.refresh_text}"
+    return status.with_note(("renewed" if renewed else f"not due (renews under {renew_within_days:g} days)") + left)

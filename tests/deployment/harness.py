@@ -29,7 +29,7 @@ def prefect_env(home: Path, api_url: str | None, extra: Mapping[str, str] | None
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="200",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="200",
-        PREFECT_SERVER_EVENTS_CAUSAL_ORDERING="memory",
+        PREFECT_SERVER_EVENTS_CAUSAL_ORDERING="prefect.server.events.ordering.memory",
         PYTHONUNBUFFERED="1",
     )
     if api_url:
@@ -86,3 +86,53 @@ def wait_healthy(api_url: str, process: subprocess.Popen[bytes], log: Path, time
             pass
         time.sleep(0.25)
     raise AssertionError(f"prefect server not healthy after {timeout:.0f}s:\n{log.read_text(errors='replace')}")
+
+
+# -- additions for the README-steps and browser tests ---------------------------------------------------------
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def wait_for_ports(ports: list[int], process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    """Wait until every loopback port accepts connections (or the process that should listen on them exits)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    waiting = list(ports)
+    while waiting and time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args} exited ({process.returncode}):\n{log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", waiting[0]), timeout=1):
+                waiting.pop(0)
+        except OSError:
+            time.sleep(0.25)
+    if waiting:
+        raise AssertionError(f"ports {waiting} not listening after {timeout:.0f}s:\n{log.read_text(errors='replace')}")
+
+
+def wait_for_flow_run(client: object, run_id: object, timeout: float, poll: float = 0.5) -> object:
+    """The flow run once it is in a terminal state, read with a sync Prefect client; an AssertionError if not
+    within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)  # type: ignore[attr-defined]
+        if run.state is not None and run.state.type.value in TERMINAL_STATES:
+            return run
+        time.sleep(poll)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout:.0f}s")
+
+
+@contextmanager
+def background_command(
+    argv: list[str], env: Mapping[str, str], cwd: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Like `background`, for any command (e.g. `bash -c LINE`): its own process group, stopped on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            stop(process)

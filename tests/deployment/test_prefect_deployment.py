@@ -88,7 +88,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
                 get_client(sync_client=True) as client,
             ):
                 deployments = {d.name: d for d in client.read_deployments()}
-                assert set(deployments) == {"daily", "monthly", "manual", "backfill"}
+                assert set(deployments) == {"daily", "monthly", "manual", "backfill", "reconcile", "keep-alive"}
                 monthly = deployments["monthly"]
                 (schedule,) = monthly.schedules
                 assert schedule.schedule.cron == "0 6 5 * *"
@@ -107,6 +107,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
                 assert not deployments["manual"].schedules and not deployments["backfill"].schedules
                 form = deployments["manual"].parameter_openapi_schema["properties"]
                 assert {"period", "companies", "run", "journal_file", "dry_run"} <= set(form)
+                assert deployments["manual"].parameters == {"dry_run": True}  # a Quick run sends nothing
 
                 # as the UI's "Run" with custom parameters does
                 run = client.create_flow_run_from_deployment(
@@ -130,7 +131,8 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
                 assert tables, [artifact.type for artifact in artifacts]
                 text = " ".join(str(artifact.data) for artifact in tables)
                 assert "1001" in text and "1004" in text
-                assert "sent" in text and "refused" in text
+                assert "sent" in text and "skipped" in text  # the test company: reported, no alarm
+                assert finished.name == "2026-03 · companies 1001, 1004" and "payroll" in finished.tags
 
             posted = sandboxes.visma_world.transactions("1000001")
             assert len(posted) == 1  # company 1001's March journal; the test company 1004 sent nothing

@@ -45,10 +45,10 @@ def journal_kind(number: int) -> str:
 
 def post(**kwargs: Any) -> list[StatusRow]:
     """Run `post-payroll-journals` for the demo month, in this process."""
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
     kwargs.setdefault("period", PERIOD)
-    return post_payroll_journals(**kwargs)
+    return pass_rows(post_payroll_journals(**kwargs, return_state=True))
 
 
 def by_company(rows: Iterable[StatusRow]) -> dict[int, list[StatusRow]]:
@@ -218,8 +218,8 @@ def is_lookup(request: Received) -> bool:
 
 _CHILD = """
 import json, sys
-from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
-rows = post_payroll_journals(period=sys.argv[1], companies=json.loads(sys.argv[2]))
+from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
+rows = pass_rows(post_payroll_journals(period=sys.argv[1], companies=json.loads(sys.argv[2]), return_state=True))
 print("ROWS:" + json.dumps([row.model_dump(mode="json") for row in rows]), flush=True)
 """
 
@@ -416,12 +416,12 @@ def is_release(request: Received) -> bool:
 
 _WORKER_CHILD = """
 import json, sys
-from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 from nmbrs_visma.posting_ledger import holder_name
 print("HOLDER:" + holder_name(), flush=True)
 state = post_payroll_journals(period=sys.argv[1], companies=json.loads(sys.argv[2]), return_state=True)
 print("FLOW_RUN:" + str(state.state_details.flow_run_id), flush=True)
-rows = state.result()
+rows = pass_rows(state)
 print("ROWS:" + json.dumps([row.model_dump(mode="json") for row in rows]), flush=True)
 """
 

@@ -154,7 +154,7 @@ def test_a_period_that_disagrees_with_the_file_is_refused_before_any_run(sandbox
 
     calls = len(api_calls(world))
     assert run_post(period="2026-04", companies=[1001], journal_file=path, dry_run=False) == 2
-    output = " ".join(capsys.readouterr().out.split())
+    output = " ".join(capsys.readouterr().err.split())  # one error line, on stderr
     assert "2026-03" in output and "2026-04" in output, output
     assert "export-1001.xml" in output, output
     assert len(api_calls(world)) == calls  # refused before any run: not even a token or a look-up
@@ -279,6 +279,7 @@ def test_a_corrected_export_is_changed_then_reversed_and_reposted_once(sandboxes
 def test_corrections_moved_out_of_closed_periods_are_not_booked_twice(sandboxes, workspace, monkeypatch) -> None:
     from nmbrs_visma.blocks.mapping import AdministrationMappingBlock, mapping_block_name
     from nmbrs_visma.flows.backfill import backfill_correction_periods
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows
     from nmbrs_visma.journals.models import ClosedPeriodPolicy
 
     world = sandboxes.visma_world
@@ -308,7 +309,7 @@ def test_corrections_moved_out_of_closed_periods_are_not_booked_twice(sandboxes,
     assert creates(world) == 3
     assert_ledger(sandboxes, [1003])
 
-    rows = backfill_correction_periods(start="2026-01", end="2026-03", companies=[1003])
+    rows = pass_rows(backfill_correction_periods(start="2026-01", end="2026-03", companies=[1003], return_state=True))
     counted = Counter((r.status, r.period) for r in rows)
     assert counted == Counter(
         {
@@ -329,7 +330,7 @@ def test_corrections_moved_out_of_closed_periods_are_not_booked_twice(sandboxes,
     assert_rows_match_ledger([*first, *rows], assert_ledger_holds(world, expected))
 
     monkeypatch.setenv("NMBRS_VISMA_LEDGER_URL", f"sqlite:///{workspace / 'another-empty-ledger.db'}")
-    rerun = backfill_correction_periods(start="2026-01", end="2026-03", companies=[1003])
+    rerun = pass_rows(backfill_correction_periods(start="2026-01", end="2026-03", companies=[1003], return_state=True))
     assert {r.status for r in rerun} == {Status.ALREADY_SENT}, how(rerun)
     assert creates(world) == 5
     assert_ledger_holds(world, expected)

@@ -107,9 +107,9 @@ def nmbrs_tasks(monkeypatch: pytest.MonkeyPatch) -> tuple[Submissions, Submissio
 
 
 def _post(**kwargs: Any) -> list[StatusRow]:
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
-    return post_payroll_journals(period=PERIOD, **kwargs)
+    return pass_rows(post_payroll_journals(period=PERIOD, **kwargs, return_state=True))
 
 
 @pytest.mark.slow

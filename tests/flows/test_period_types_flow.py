@@ -117,9 +117,9 @@ def _inside_their_periods(sandboxes: object, tenant_id: str, transactions: list[
 
 
 def test_four_weekly_into_13_periods_and_weekly_across_week_53(payrolls: object) -> None:
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
-    rows = post_payroll_journals(companies=[FOUR_WEEKLY, WEEKLY])
+    rows = pass_rows(post_payroll_journals(companies=[FOUR_WEEKLY, WEEKLY], return_state=True))
     assert {row.status for row in rows} == {Status.SENT}, [(r.company, r.status, r.reason) for r in rows]
 
     four = _booked(payrolls, THIRTEEN_TENANT, FOUR_WEEKLY)
@@ -138,19 +138,21 @@ def test_four_weekly_into_13_periods_and_weekly_across_week_53(payrolls: object)
     assert _cents(week) == _expected(payrolls, WEEKLY, {52: 1, 53: 1}, by_end_date)
 
     # the next pass: both runs are booked, nothing is read again or sent
-    again = post_payroll_journals(companies=[FOUR_WEEKLY, WEEKLY])
+    again = pass_rows(post_payroll_journals(companies=[FOUR_WEEKLY, WEEKLY], return_state=True))
     assert {row.status for row in again} == {Status.NO_RUN}
     assert len(_booked(payrolls, THIRTEEN_TENANT, FOUR_WEEKLY)) == 3
 
 
 def test_a_payroll_period_given_as_yyyy_nn_picks_that_run(payrolls: object) -> None:
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
-    rows = post_payroll_journals(period="2026/53", companies=[WEEKLY])
+    rows = pass_rows(post_payroll_journals(period="2026/53", companies=[WEEKLY], return_state=True))
     assert {(row.reference, row.status) for row in rows} == {("NM2653R1", Status.SENT)}
     assert sorted(row.period for row in rows) == ["202612", "202701"]
     # a month names the 4-weekly periods ending in it: period 13 of 2026 ends on 3 January 2027
-    rows = post_payroll_journals(period="2027-01", companies=[FOUR_WEEKLY])
+    rows = pass_rows(post_payroll_journals(period="2027-01", companies=[FOUR_WEEKLY], return_state=True))
     assert {(row.reference, row.period) for row in rows} == {("NM2613R1", "202611"), ("NM2613R1", "202613")}
-    rows = post_payroll_journals(period="2026-11", companies=[FOUR_WEEKLY])  # period 12 ends on 29 November
+    rows = pass_rows(
+        post_payroll_journals(period="2026-11", companies=[FOUR_WEEKLY], return_state=True)
+    )  # period 12 ends on 29 November
     assert {(row.reference, row.period) for row in rows} == {("NM2612R1", "202612")}

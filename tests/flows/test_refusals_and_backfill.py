@@ -33,16 +33,18 @@ def _journal(path: Path, transactions: list[tuple[str, str, list[str]]]) -> Path
 
 
 def _post_file(path: Path, company: int, period: str) -> list[StatusRow]:
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
-    return post_payroll_journals(period=period, companies=[company], journal_file=str(path))
+    return pass_rows(
+        post_payroll_journals(period=period, companies=[company], journal_file=str(path), return_state=True)
+    )
 
 
 def test_every_refusal_reason_reaches_its_company_and_nothing_is_posted(
     sandboxes: object, ledger: object, workspace: Path
 ) -> None:
     from nmbrs_visma.blocks.mapping import AdministrationMappingBlock
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
     from nmbrs_visma.journals.models import DimensionSetting
 
     # company 1001 (no dimensions): unknown + inactive account, a cost center it has not activated, a closed,
@@ -108,10 +110,10 @@ def test_every_refusal_reason_reaches_its_company_and_nothing_is_posted(
     assert "Projekt" in row.reason
 
     # the demo's own refusals, and a company nobody mapped
-    rows = post_payroll_journals(period="2026-03", companies=[1004, 1005, 2001, 4242])
+    rows = pass_rows(post_payroll_journals(period="2026-03", companies=[1004, 1005, 2001, 4242], return_state=True))
     codes = {row.company: set(row.codes) for row in rows if row.status is Status.REFUSED}
+    assert [(row.status, row.codes) for row in rows if row.company == 1004] == [(Status.SKIPPED, ("test_company",))]
     assert codes == {
-        1004: {"test_company"},
         2001: {"debtor_blocked"},
         4242: {"unmapped_company"},
     }
@@ -134,27 +136,29 @@ def test_a_good_journal_file_is_posted_once(sandboxes: object, ledger: object, w
 
 def test_backfill_posts_only_what_is_missing(sandboxes: object, ledger: object) -> None:
     from nmbrs_visma.flows.backfill import backfill_correction_periods
-    from nmbrs_visma.flows.post_payroll_journals import post_payroll_journals
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
 
-    first = post_payroll_journals(period="2026-02", companies=[1001])
+    first = pass_rows(post_payroll_journals(period="2026-02", companies=[1001], return_state=True))
     assert [row.status for row in first] == [Status.SENT]
-    rows = backfill_correction_periods(start="2026-01", end="2026-03", companies=[1001])
+    rows = pass_rows(backfill_correction_periods(start="2026-01", end="2026-03", companies=[1001], return_state=True))
     by_period = {row.period: row.status for row in rows}
     assert by_period == {"202601": Status.SENT, "202602": Status.ALREADY_SENT, "202603": Status.SENT}
     assert len(ledger(sandboxes, "1000001")) == 3  # type: ignore[operator]
 
-    # the administration's keyed status artifact covers the whole backfill, each period once, batch numbers shown
+    # each run has the status artifact of its administration and payroll period, its batch number shown
     from prefect.artifacts import Artifact
 
-    from nmbrs_visma.results import artifact_key
+    from nmbrs_visma.tasks.report import status_artifact_key
 
     (administration,) = {row.administration for row in rows}
-    artifact = Artifact.get(artifact_key("administration", administration))
-    assert artifact is not None and isinstance(artifact.data, str)
-    assert artifact.flow_run_id is not None  # published from the background thread, yet the run's own
-    text = artifact.data
-    assert all(text.count(period) == 1 for period in by_period), text
-    assert all(row.batch_number and row.batch_number in text for row in rows), text
+    assert sorted(row.run_period for row in rows) == ["2026-01", "2026-02", "2026-03"]
+    for row in rows:
+        key = status_artifact_key(administration, row.run_period, dry_run=False)
+        assert key == f"status-{administration.replace('/', '-').lower()}-{row.run_period}"
+        artifact = Artifact.get(key)
+        assert artifact is not None and isinstance(artifact.data, str)
+        assert artifact.flow_run_id is not None  # published from the background thread, yet the run's own
+        assert row.batch_number and row.batch_number in artifact.data and row.period in artifact.data
 
 
 def test_cli_post_exits_non_zero_when_refused_and_status_prints_the_record(
@@ -163,8 +167,10 @@ def test_cli_post_exits_non_zero_when_refused_and_status_prints_the_record(
     from nmbrs_visma.commands import run_post, run_status
 
     assert run_post(period="2026-03", companies=[1001], journal_file=None, dry_run=False) == 0
-    assert run_post(period="2026-03", companies=[1004], journal_file=None, dry_run=False) == 1
+    assert run_post(period="2026-03", companies=[1004], journal_file=None, dry_run=False) == 0  # skipped: no alarm
+    assert "skipped" in capsys.readouterr().out
+    assert run_post(period="2026-03", companies=[2001], journal_file=None, dry_run=False) == 1  # a blocked debtor
     out = capsys.readouterr().out
-    assert "sent" in out and "test company" in out
-    assert run_status(period="2026-03", companies=None) == 0
+    assert "refused" in out and "blocked" in out
+    assert run_status(period="2026-03", companies=None) == 1  # 2001 refused above: status shows it
     assert "1000001/1/L" in capsys.readouterr().out

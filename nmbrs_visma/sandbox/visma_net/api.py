@@ -26,7 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmbrs_visma.sandbox.visma_net.connect import create_connect_router
-from nmbrs_visma.sandbox.visma_net.journal import VismaFault, list_page, transaction_dto, validate_create
+from nmbrs_visma.sandbox.visma_net.journal import (
+    VismaFault,
+    etag,
+    list_page,
+    transaction_dto,
+    validate_create,
+    validate_update,
+)
 from nmbrs_visma.sandbox.visma_net.world import Grant, PeriodRecord, Received, Tenant, VismaWorld
 
 TENANT_HEADER = "ipp-company-id"  # optional: when sent, it must name the token's tenant
@@ -119,7 +126,7 @@ class Caller:
 def _required_scope(request: Request) -> str:
     if request.method == "GET":
         return "read"
-    return "update" if request.url.path.endswith("/action/release") else "create"
+    return "update" if request.method == "PUT" or request.url.path.endswith("/action/release") else "create"
 
 
 def create_app(world: VismaWorld | None = None) -> FastAPI:
@@ -331,7 +338,35 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
 
     @app.get("/v2/journaltransaction/{journalTransactionNumber}")
     async def one(request: Request, journalTransactionNumber: str, who: Caller = Depends(caller)):
-        return answer(request, transaction_dto(who.tenant, _batch(who.tenant, journalTransactionNumber)))
+        with world.lock:
+            tx = _batch(who.tenant, journalTransactionNumber)
+            dto, tag = transaction_dto(who.tenant, tx), etag(tx)
+        return answer(request, dto, headers={"ETag": tag})
+
+    @app.put("/v2/journaltransaction/{journalTransactionNumber}")
+    async def update(request: Request, journalTransactionNumber: str, who: Caller = Depends(caller)):
+        """Edit a batch not released yet (the spec's PUT): 204 and the new ETag; 412 when `If-Match` names
+        another version; a refusal changes nothing."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw, parse_float=Decimal, parse_constant=_not_json)
+        except ValueError:
+            raise VismaFault(400, "The request body is not valid JSON", "InvalidFormat") from None
+        wanted = request.headers.get("if-match")
+        complete = world.complete_subaccounts_required(who.tenant)
+        with world.lock:
+            tx = _batch(who.tenant, journalTransactionNumber)
+            if wanted is not None and wanted.strip() not in {etag(tx), "*"}:
+                raise VismaFault(
+                    412,
+                    f"Journal transaction {tx.batch_number} was changed since: If-Match {wanted}",
+                    "PreconditionFailed",
+                )
+            edited = validate_update(who.tenant, tx, body, complete_subaccounts=complete)
+            who.tenant.batches[tx.batch_number] = edited
+            tag = etag(edited)
+        headers = {**getattr(request.state, "rate_headers", {}), "ETag": tag}
+        return Response(status_code=204, headers=headers)
 
     @app.get("/v2/journaltransaction")
     async def listing(

@@ -1,6 +1,7 @@
 """Journal transactions in the emulator: validate a `JournalTransactionUpdateDto` the way Visma.net does,
-book it with exact Decimal amounts, and render `JournalTransactionDto`s, including the pages of
-`GET /v2/journaltransaction`: counting lines (a batch may straddle two pages) or whole batches.
+book it with exact Decimal amounts (a create, or the edit of a batch not released yet: `validate_update`), and
+render `JournalTransactionDto`s, including the pages of `GET /v2/journaltransaction`: counting lines (a batch
+may straddle two pages) or whole batches.
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from dataclasses import replace
 from decimal import Context, Decimal
 from typing import Any, Literal
 
-from nmbrs_visma.sandbox.visma_net.world import ListingPages, StoredLine, StoredTransaction, Tenant
+from nmbrs_visma.sandbox.visma_net.world import UNRELEASED, ListingPages, StoredLine, StoredTransaction, Tenant
 
 MAX_REFERENCE = 15
 CENT = Decimal("0.01")
@@ -261,6 +263,86 @@ def validate_create(tenant: Tenant, body: Any, *, complete_subaccounts: bool = F
     return transaction, hold
 
 
+def validate_update(
+    tenant: Tenant, tx: StoredTransaction, body: Any, *, complete_subaccounts: bool = False
+) -> StoredTransaction:
+    """`PUT /v2/journaltransaction/{number}`: the batch as the `JournalTransactionUpdateDto` changes it, checked as
+    a create is, or a `VismaFault` (nothing changed). Only a batch not released yet (on hold or balanced) can be
+    edited. Header values given replace the batch's; each line's `operation` says what it does: `Insert` (the
+    default) adds a line, `Update` changes the given values of the line `lineNumber` names, `Delete` removes it.
+    A batch that is not on hold must still balance."""
+    check_shape(body)
+    if tx.status not in UNRELEASED:
+        raise VismaFault(
+            400, f"Batch {tx.batch_number} has status {tx.status} and cannot be edited (reverse it)", "InvalidStatus"
+        )
+    hold = bool(_value(body, "hold")) if _value(body, "hold") is not None else tx.hold
+    given_period = _value(body, "financialPeriod") or _value(body, "postPeriod")
+    period_id = _period(tenant, body) if given_period else tx.period_id
+    date = _value(body, "transactionDate")
+    transaction_date = _date(date) if date is not None else tx.transaction_date
+    ledger = _value(body, "ledger") or tx.ledger
+    if ledger not in tenant.ledgers:
+        raise VismaFault(400, f"Ledger {ledger} does not exist", "LedgerNotFound")
+    branch = _value(body, "branch") or tx.branch
+    if branch not in tenant.branches:
+        raise VismaFault(400, f"Branch {branch} does not exist", "BranchNotFound")
+    lines = {line.line_number: line for line in tx.lines}
+    next_number = max(lines, default=0) + 1
+    for place, raw in enumerate(body.get("journalTransactionLines") or [], start=1):
+        operation = raw.get("operation") or "Insert"
+        if operation == "Insert":
+            lines[next_number] = _line(tenant, raw, next_number, branch, complete_subaccounts)
+            next_number += 1
+            continue
+        number = _value(raw, "lineNumber")
+        if number is None or int(number) not in lines:
+            shown = "no lineNumber" if number is None else f"lineNumber {number} is not a line of the batch"
+            raise VismaFault(400, f"Line {place}: {operation} needs an existing line: {shown}", "LineNotFound")
+        number = int(number)
+        if operation == "Delete":
+            del lines[number]
+        else:
+            lines[number] = _line(tenant, {**_line_body(lines[number]), **raw}, number, branch, complete_subaccounts)
+    if not lines:
+        raise VismaFault(400, "A journal transaction needs at least one line", "MandatoryField")
+    kept = [lines[number] for number in sorted(lines)]
+    debit = sum((line.debit for line in kept), Decimal("0"))
+    credit = sum((line.credit for line in kept), Decimal("0"))
+    if not hold and debit != credit:
+        raise VismaFault(
+            400, f"Batch is out of balance: debit total {debit} <> credit total {credit}", "BatchOutOfBalance"
+        )
+    description = _value(body, "description")
+    return replace(
+        tx,
+        period_id=period_id,
+        transaction_date=transaction_date,
+        ledger=ledger,
+        branch=branch,
+        description=tx.description if description is None else description,
+        hold=hold,
+        status="Hold" if hold else "Balanced",
+        lines=kept,
+        last_modified=dt.datetime.now(dt.UTC),
+        currency=_value(body, "currencyId") or tx.currency,
+    )
+
+
+def _line_body(line: StoredLine) -> dict[str, Any]:
+    """A stored line as the `JournalTransactionLineUpdateDto` that books it: what an `Update` starts from."""
+    body: dict[str, Any] = {
+        "accountNumber": {"value": line.account},
+        "subaccount": [{"segmentId": sid, "segmentValue": value} for sid, value in sorted(line.subaccount.items())],
+        "referenceNumber": {"value": line.reference},
+        "transactionDescription": {"value": line.description},
+        "debitAmountInCurrency": {"value": line.debit},
+        "creditAmountInCurrency": {"value": line.credit},
+        "branch": {"value": line.branch},
+    }
+    return body
+
+
 def _line(tenant: Tenant, raw: dict[str, Any], number: int, branch: str, complete: bool) -> StoredLine:
     """One line through the tenant's accounts, branches and segments (its shape already checked)."""
     where = f"Line {number}"
@@ -352,7 +434,7 @@ def transaction_dto(
         "currencyId": tx.currency,
         "exchangeRate": Decimal("1"),
         "autoReversing": False,
-        "reversingEntry": False,
+        "reversingEntry": tx.reversing_entry,
         "description": tx.description,
         "debitTotal": tx.debit_total,
         "debitTotalInCurrency": tx.debit_total,
@@ -364,13 +446,24 @@ def transaction_dto(
         "skipVatAmountValidation": False,
         "lastModifiedDateTime": _datetime(tx.last_modified),
         "branch": tx.branch,
-        "timeStamp": base64.b64encode(tx.last_modified.isoformat().encode()).decode(),
+        "timeStamp": time_stamp(tx),
         "journalTransactionLines": [line_dto(tenant, line) for line in (tx.lines if lines is None else lines)],
         "attachments": [],
     }
+    if tx.original_batch_number:
+        dto["originalBatchNumber"] = tx.original_batch_number
     if metadata is not None:
         dto["metadata"] = metadata
     return dto
+
+
+def time_stamp(tx: StoredTransaction) -> str:
+    """The batch's version (`timeStamp`, base64): changes with every edit; its ETag is this value quoted."""
+    return base64.b64encode(tx.last_modified.isoformat().encode()).decode()
+
+
+def etag(tx: StoredTransaction) -> str:
+    return f'"{time_stamp(tx)}"'
 
 
 def list_page(

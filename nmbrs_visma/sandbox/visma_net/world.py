@@ -42,6 +42,7 @@ WorkspaceLedger = Literal["supplier", "customer", "inventory", "general", "cash"
 LEDGERS: tuple[WorkspaceLedger, ...] = ("supplier", "customer", "inventory", "general", "cash", "fixed_assets")
 
 FOUR_WEEKS = dt.timedelta(days=28)
+UNRELEASED = frozenset({"Hold", "Balanced"})  # a batch's statuses before its release: it may still be edited
 
 
 @dataclass(frozen=True)
@@ -172,11 +173,13 @@ class StoredTransaction:
     branch: str
     description: str
     hold: bool
-    status: str  # Hold, Balanced, Unposted, Posted
+    status: str  # Hold, Balanced (both unreleased: editable), Unposted, Posted
     lines: list[StoredLine]
     last_modified: dt.datetime
     currency: str = "EUR"
     created_at: float = 0.0  # world.clock() when booked (the listing's `listing_lag` counts from it)
+    reversing_entry: bool = False  # made by Visma.net's Reverse action (`reversingEntry`)
+    original_batch_number: str = ""  # a reversing batch: the batch it reverses (`originalBatchNumber`)
 
     @property
     def debit_total(self) -> Decimal:
@@ -380,6 +383,46 @@ class VismaWorld:
         with self.lock:
             return list(self.tenants[tenant_id].batches.values())
 
+    # -- what a user does in Visma.net's own windows (the published API has no DELETE and no reverse action) --
+
+    def delete_batch(self, tenant_id: str, batch_number: str) -> StoredTransaction:
+        """Delete a batch as a user does in the Journal transactions window (GL301000): only one not released
+        yet (on hold or balanced); a released batch can only be reversed. Returns the deleted batch."""
+        with self.lock:
+            tenant = self.tenants[tenant_id]
+            tx = tenant.batches.get(batch_number)
+            if tx is None:
+                raise KeyError(f"tenant {tenant_id} holds no batch {batch_number}")
+            if tx.status not in UNRELEASED:
+                raise ValueError(f"batch {batch_number} has status {tx.status}: a released batch cannot be deleted")
+            return tenant.batches.pop(batch_number)
+
+    def reverse_batch(self, tenant_id: str, batch_number: str) -> StoredTransaction:
+        """Visma.net's Reverse action on a batch: a new balanced batch in the original's period and on its date,
+        every line with debit and credit swapped, the original's description, `reversingEntry` set and
+        `originalBatchNumber` naming the batch it reverses. Returns the reversing batch."""
+        with self.lock:
+            tenant = self.tenants[tenant_id]
+            original = tenant.batches.get(batch_number)
+            if original is None:
+                raise KeyError(f"tenant {tenant_id} holds no batch {batch_number}")
+            lines = [replace(line, debit=line.credit, credit=line.debit) for line in original.lines]
+            number = f"{tenant.next_batch:06d}"
+            tenant.next_batch += 1
+            reversing = replace(
+                original,
+                batch_number=number,
+                hold=False,
+                status="Balanced",
+                lines=lines,
+                last_modified=dt.datetime.now(dt.UTC),
+                created_at=self.clock(),
+                reversing_entry=True,
+                original_batch_number=batch_number,
+            )
+            tenant.batches[number] = reversing
+            return reversing
+
     # -- tokens --
 
     def new_token(self, grant: Grant) -> str:
@@ -442,6 +485,7 @@ __all__ = [
     "SERVICE_CLIENT_ID",
     "SERVICE_CLIENT_SECRET",
     "SERVICE_SCOPES",
+    "UNRELEASED",
     "Faults",
     "Grant",
     "ListingPages",
