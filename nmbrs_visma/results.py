@@ -112,7 +112,7 @@ def outcome_message(rows: Sequence[StatusRow]) -> str:
 
 def table_artifact_rows(rows: Sequence[StatusRow]) -> list[dict[str, str]]:
     """Rows for `create_table_artifact`, keyed by the column titles."""
-    return [{title: row.cells()[name] for name, title in COLUMNS} for row in sort_rows(rows)]
+    return [{title: cells[name] for name, title in COLUMNS} for cells in (row.cells() for row in sort_rows(rows))]
 
 
 def _markdown_cell(text: str) -> str:
@@ -123,7 +123,8 @@ def markdown_table(rows: Sequence[StatusRow]) -> str:
     header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "|".join("---:" if name in {"lines", "debit", "credit"} else "---" for name, _ in COLUMNS) + "|"
     body = [
-        "| " + " | ".join(_markdown_cell(row.cells()[name]) for name, _ in COLUMNS) + " |" for row in sort_rows(rows)
+        "| " + " | ".join(_markdown_cell(cells[name]) for name, _ in COLUMNS) + " |"
+        for cells in (row.cells() for row in sort_rows(rows))
     ]
     return "\n".join([header, rule, *body])
 
