@@ -21,14 +21,15 @@ The file::
           client_id: my-visma-client
           client_secret_env: VISMA_CLIENT_SECRET  # the environment variable holding the secret
           tenant_id: "1234567"                  # the Visma.net company (service clients)
-          # optional: base_url, token_url, authorize_url, scopes, redirect_uri
+          # optional: base_url, token_url, authorize_url, scopes, redirect_uri, timeout_seconds (30)
     nmbrs:                                      # optional: none for journal files only
       accounts:
         default:
           client_id: my-nmbrs-client
           client_secret_env: NMBRS_CLIENT_SECRET
           subscription_key_env: NMBRS_SUBSCRIPTION_KEY
-          # optional: base_url, token_url, authorize_url, scopes, redirect_uri, refresh_token_lifetime_days
+          # optional: base_url, token_url, authorize_url, scopes, redirect_uri, timeout_seconds,
+          # refresh_token_lifetime_days
     companies:
       - nmbrs_company: 1001
         visma_account: main
@@ -94,6 +95,7 @@ class _AccountSpec(_Strict):
     client_secret_env: str = Field(min_length=1, description="environment variable holding the client secret")
     scopes: list[str] | None = None
     redirect_uri: str | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, description="the API client's time-out (default 30)")
 
 
 class VismaNetAccountSpec(_AccountSpec):

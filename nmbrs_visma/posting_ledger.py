@@ -5,8 +5,9 @@ a second journal transaction. This table can: a row per (posting key, content fi
 attempted (`intent`, written just before the create), what is known (`sent` with its batch number, `rejected`,
 `lost`), who wrote it and when. Every worker that points at the same database sees every other's intents.
 
-Where: `NMBRS_VISMA_LEDGER_URL` (a SQLAlchemy URL; `postgresql://...` for workers on several machines), by
-default an embedded SQLite file in the Prefect home (`$PREFECT_HOME/nmbrs-visma/ledger.db`): nothing to set up.
+Where: `Settings.ledger_url` (`NMBRS_VISMA_LEDGER_URL`, a SQLAlchemy URL; `postgresql://...` for workers on
+several machines), by default an embedded SQLite file in the Prefect home (`$PREFECT_HOME/nmbrs-visma/ledger.db`):
+nothing to set up. A flow run builds its ledger with `PostingLedger.from_settings(settings)`.
 
 Mutual exclusion per key (`holding`), held from the look-up to the last outcome: on PostgreSQL, session
 advisory locks on the connection that reads and writes the keys' rows (the server drops them the moment that
@@ -46,12 +47,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from nmbrs_visma.journals.models import PayrollRun
 from nmbrs_visma.journals.money import from_cents, to_cents
 from nmbrs_visma.posting_lock import FlockLockManager
+from nmbrs_visma.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-LEDGER_URL_ENV = "NMBRS_VISMA_LEDGER_URL"
-LOCK_TIMEOUT_ENV = "NMBRS_VISMA_LOCK_TIMEOUT"
-DEFAULT_LOCK_TIMEOUT = 900.0  # seconds a run waits for another run's posting of the same key
 
 PostingKind = Literal["journal", "reversal"]
 
@@ -220,8 +219,9 @@ OUTCOMES = sa.Table(  # the latest outcome per (company, run reference, administ
 _SCHEMA_LOCK = 0x6E76_6C65_6467_6572  # "nvledger": serialises the first CREATE TABLE of concurrent workers
 
 
-def default_ledger_url() -> str:
-    if configured := os.environ.get(LEDGER_URL_ENV):
+def default_ledger_url(settings: Settings | None = None) -> str:
+    """The configured ledger URL (`settings`, else read now), or SQLite in the Prefect home."""
+    if configured := (settings or Settings.load()).ledger_database():
         return configured
     from prefect.settings import PREFECT_HOME
 
@@ -372,12 +372,17 @@ def holder_name() -> str:
 
 
 class PostingLedger:
-    """Read, write and lock posting keys in the ledger database. Thread-safe; one instance serves a whole run."""
+    """Read, write and lock posting keys in the ledger database. Thread-safe; one instance serves a whole run.
+
+    `url` and `lock_timeout` left out are taken from `Settings.load()`, read once here; a flow run passes its
+    own settings instead (`from_settings`)."""
 
     def __init__(self, url: str | None = None, *, lock_timeout: float | None = None, pool_size: int = 20) -> None:
-        self.url = url or default_ledger_url()
-        if lock_timeout is None:
-            lock_timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))  # float ok: seconds
+        if not url or lock_timeout is None:
+            settings = Settings.load()
+            url = url or default_ledger_url(settings)
+            lock_timeout = settings.lock_timeout if lock_timeout is None else lock_timeout
+        self.url = url
         self.lock_timeout = lock_timeout
         self._engine = _engine(self.url, pool_size)
         self._is_sqlite = self._engine.dialect.name == "sqlite"
@@ -392,6 +397,11 @@ class PostingLedger:
             database = _driver_url(self.url).database or "ledger"
             self._flocks = FlockLockManager(Path(f"{database}.locks"))
         self._ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int = 20) -> PostingLedger:
+        """The ledger a run's `settings` name (URL, lock time-out), without reading the environment again."""
+        return cls(default_ledger_url(settings), lock_timeout=settings.lock_timeout, pool_size=pool_size)
 
     def __repr__(self) -> str:
         return f"PostingLedger({self.describe()!r})"

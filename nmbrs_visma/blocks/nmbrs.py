@@ -14,6 +14,8 @@ from nmbrs_visma.clients.nmbrs import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, D
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsAuth, NmbrsClient
 
+DEFAULT_TIMEOUT_SECONDS = 30.0  # an account's HTTP time-out unless its block says otherwise
+
 
 class NmbrsAccount(OAuthAccount):
     """A Visma Nmbrs environment (one bureau login) and the OAuth 2.0 credentials to read its payroll journals."""
@@ -43,6 +45,7 @@ class NmbrsAccount(OAuthAccount):
         "client_id",
         "client_secret",
         "subscription_key",
+        "timeout_seconds",
         *ENDPOINT_FIELDS,
         *TOKEN_FIELDS,
     )
@@ -66,6 +69,13 @@ class NmbrsAccount(OAuthAccount):
     )
     subscription_key: SecretStr = Field(
         title="Subscription key", description="The Nmbrs API subscription key (sent as X-Subscription-Key)."
+    )
+    timeout_seconds: float = Field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        gt=0,
+        title="Time-out (seconds)",
+        description="Seconds the Nmbrs client waits to connect, to send a request or for the next bytes of an answer "
+        "before it gives up on that request; raise it for a slow connection.",
     )
     scopes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SCOPES),
@@ -120,10 +130,14 @@ class NmbrsAccount(OAuthAccount):
         finally:
             auth.close()
 
-    def get_client(self, *, timeout: float = 30.0) -> NmbrsClient:
-        """An Nmbrs REST client (close it, or use it as a context manager)."""
+    def get_client(self, *, timeout: float | None = None) -> NmbrsClient:
+        """An Nmbrs REST client (close it, or use it as a context manager) that waits `timeout` seconds for an
+        answer; None: this account's `timeout_seconds`."""
         from nmbrs_visma.clients.nmbrs import NmbrsClient
 
         return NmbrsClient(
-            base_url=self.base_url, auth=self.get_auth(), subscription_key=self.subscription_key, timeout=timeout
+            base_url=self.base_url,
+            auth=self.get_auth(),
+            subscription_key=self.subscription_key,
+            timeout=self.timeout_seconds if timeout is None else timeout,
         )

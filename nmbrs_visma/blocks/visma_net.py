@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from nmbrs_visma.clients.visma_net import VismaNetClient
 
 DEFAULT_BASE_URL = "https://api.finance.visma.net"
+DEFAULT_TIMEOUT_SECONDS = 30.0  # an account's HTTP time-out unless its block says otherwise
 
 
 class VismaNetAccount(OAuthAccount):
@@ -46,6 +47,7 @@ class VismaNetAccount(OAuthAccount):
         "tenant_id",
         "client_id",
         "client_secret",
+        "timeout_seconds",
         *ENDPOINT_FIELDS,
         *TOKEN_FIELDS,
     )
@@ -80,6 +82,14 @@ class VismaNetAccount(OAuthAccount):
     client_secret: SecretStr = Field(
         title="Client secret",
         description="The client secret of the application registered in the Visma Developer Portal.",
+    )
+    timeout_seconds: float = Field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        gt=0,
+        title="Time-out (seconds)",
+        description="Seconds the Visma.net client waits to connect, to send a request or for the next bytes of an "
+        "answer before it gives up; a create whose answer comes too late is looked up in Visma.net, never sent again "
+        "blindly.",
     )
     scopes: list[str] = Field(
         default_factory=list,
@@ -134,8 +144,11 @@ class VismaNetAccount(OAuthAccount):
         finally:
             auth.close()
 
-    def get_client(self, *, timeout: float = 30.0) -> VismaNetClient:
-        """A Visma.net ERP client for this tenant (close it, or use it as a context manager)."""
+    def get_client(self, *, timeout: float | None = None) -> VismaNetClient:
+        """A Visma.net ERP client for this tenant (close it, or use it as a context manager) that waits `timeout`
+        seconds for an answer; None: this account's `timeout_seconds`."""
         from nmbrs_visma.clients.visma_net import VismaNetClient
 
-        return VismaNetClient(base_url=self.base_url, auth=self.get_auth(), timeout=timeout)
+        return VismaNetClient(
+            base_url=self.base_url, auth=self.get_auth(), timeout=self.timeout_seconds if timeout is None else timeout
+        )

@@ -18,28 +18,115 @@ How to use it::
 Every non-2xx answer raises an `ApiError` subclass (`AuthError`, `NotFound`, `ValidationError`, `Conflict`,
 `RateLimited`, `ServerError`, or `ApiError` itself for other codes); a network failure raises
 `TransportError`. Their text names the API, method, path, status, the API's fault code and message and the
-request id, and never a token: the bearer token of the failed request is scrubbed from the server's message.
-Tests inject `sleep` (and `clock`) so that waits are recorded instead of slept.
+request id, and never a secret: a `Scrubber` that knows the client's secrets (client secret, subscription key,
+the tokens as they rotate) redacts them from every error text, and the failed request's own credential headers
+are redacted too, even when the server's body echoes them. Tests inject `sleep` (and `clock`) so that waits are
+recorded instead of slept.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import functools
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
+from urllib.parse import quote, quote_plus
 
 import httpx2
+from pydantic import SecretStr
 
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_MESSAGE = 500
+REDACTED = "***"
+MIN_SECRET_LENGTH = 8  # shorter values are not redacted: they would blank ordinary words, and no key is that short
+_CREDENTIAL_HEADERS = ("Authorization", "X-Subscription-Key", "Cookie")
+
+
+# --- secrets out of error text -------------------------------------------------------------------------------
+
+SecretValue = SecretStr | str | None
+
+
+def _plain(value: SecretValue) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value or ""
+
+
+class Scrubber:
+    """Redacts the secrets of one client from any text it builds (error messages, quoted bodies and URLs).
+
+    Sources are fixed values (`SecretStr` or str), callables read at every use (so a token that rotates is
+    redacted in its current value), or another `Scrubber` (a client's scrubber includes its auth's). Each
+    secret is redacted as is and URL-encoded (how a form or query would echo it). Why one object per client:
+    an API may echo a request's credentials in its error body, and every error text of the clients passes
+    through here before it becomes an exception, a log line, a status row or an artifact.
+    """
+
+    def __init__(self, *sources: SecretSource) -> None:
+        self._sources: list[SecretSource] = list(sources)
+
+    def add(self, *sources: SecretSource) -> None:
+        self._sources.extend(sources)
+
+    def secrets(self) -> set[str]:
+        """The secret values (at least `MIN_SECRET_LENGTH` long) the sources hold now."""
+        found: set[str] = set()
+        for source in self._sources:
+            if isinstance(source, Scrubber):
+                found |= source.secrets()
+            elif callable(source):
+                found |= {_plain(value) for value in source()}
+            else:
+                found.add(_plain(source))
+        return {value for value in found if len(value) >= MIN_SECRET_LENGTH}
+
+    def __call__(self, text: str, *extra: SecretValue) -> str:
+        """`text` with every secret (and every `extra` value) replaced by `***`, longest first."""
+        values = self.secrets() | {v for v in map(_plain, extra) if len(v) >= MIN_SECRET_LENGTH}
+        return redact(text, values)
+
+
+SecretSource = SecretValue | Callable[[], Iterable[SecretValue]] | Scrubber
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret, raw or URL-encoded, replaced by `***` (longest first, so no part survives)."""
+    forms = {form for secret in secrets if secret for form in (secret, quote(secret, safe=""), quote_plus(secret))}
+    for form in sorted(forms, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
+
+
+def request_credentials(request: httpx2.Request) -> list[str]:
+    """The credentials a request carried (bearer/basic values, subscription key, cookie): redacted from what
+    its answer says, whichever token was current when it was sent."""
+    values: list[str] = []
+    for name in _CREDENTIAL_HEADERS:
+        value = request.headers.get(name, "")
+        values.append(value)
+        values.extend(value.split(" ")[1:])  # "Bearer <token>", "Basic <credentials>"
+    return values
+
+
+def basic_credentials(client_id: str, client_secret: SecretStr) -> tuple[str, ...]:
+    """The `client_secret_basic` header values (as authlib encodes them, and URL-quoted as RFC 6749 2.3.1 has
+    it): an identity server that echoes the header it got would otherwise show the secret base64-encoded."""
+    secret = client_secret.get_secret_value()
+    texts = (f"{client_id}:{secret}", f"{quote(client_id, safe='')}:{quote(secret, safe='')}")
+    return tuple(base64.b64encode(text.encode("latin-1", "replace")).decode("ascii") for text in texts)
+
+
+NO_SECRETS = Scrubber()
 
 
 class ApiError(Exception):
@@ -139,8 +226,8 @@ def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
 
 
 def _fallback_message(response: httpx2.Response) -> str:
-    text = response.text.strip()
-    return text[:_MAX_MESSAGE] if text else (response.reason_phrase or "error")
+    text = response.text.strip()  # whole: cut only after the secrets are out, or a cut one would leak its head
+    return text if text else (response.reason_phrase or "error")
 
 
 def visma_net_error_body(response: httpx2.Response) -> tuple[str | None, str]:
@@ -260,9 +347,11 @@ class Sender:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.client = client
         self.style = style
+        self.scrubber = scrubber or NO_SECRETS
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
@@ -275,9 +364,13 @@ class Sender:
         url: str,
         *,
         idempotent: bool | None = None,
+        stream: bool = False,
         **kwargs: Any,
     ) -> httpx2.Response:
-        """Send, wait out 429s, retry safe calls; return a 2xx/3xx response or raise an `ApiError`."""
+        """Send, wait out 429s, retry safe calls; return a 2xx/3xx response or raise an `ApiError`.
+
+        With `stream=True` a 2xx/3xx answer comes back unread (`iter_bytes()`, then `close()` it, e.g. with
+        `contextlib.closing`); an error answer is read (its body becomes the error text) and closed here."""
         method = method.upper()
         safe = method in SAFE_METHODS if idempotent is None else idempotent
         failures = 0
@@ -285,7 +378,12 @@ class Sender:
         while True:
             self._wait_turn()
             try:
-                response = self.client.request(method, url, **kwargs)
+                if stream:
+                    response = self.client.send(self.client.build_request(method, url, **kwargs), stream=True)
+                    if response.status_code >= 400:
+                        _settle(response)
+                else:
+                    response = self.client.request(method, url, **kwargs)
             except httpx2.TransportError as exc:
                 # A connect failure never reached the server, so even a create may be tried again.
                 never_sent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
@@ -299,7 +397,7 @@ class Sender:
                     _transport_message(exc, sent=not never_sent, safe=safe),
                     api=self.style.api,
                     method=method,
-                    path=_path(url),
+                    path=self.scrubber(_path(url)),
                 ) from None
             self._note_rate_limit(response)
             if response.status_code == 429:
@@ -344,19 +442,29 @@ class Sender:
 
     def _error(self, response: httpx2.Response, **extra: Any) -> ApiError:
         code, message = self.style.parse_body(response)
-        message = _scrub(message, response.request)
+        sent = request_credentials(response.request)
+        message = self.scrubber(message, *sent)[:_MAX_MESSAGE]
+        code = self.scrubber(code, *sent) if code else code
         request_id = response.headers.get(self.style.request_id_header) if self.style.request_id_header else None
         cls = error_class(response.status_code)
         kwargs: dict[str, Any] = {
             "api": self.style.api,
             "method": response.request.method,
-            "path": response.request.url.path,
+            "path": self.scrubber(response.request.url.path, *sent),
         }
         if cls is RateLimited:
             kwargs["retry_after"] = extra.get("retry_after")
         error = cls(response.status_code, code, message, request_id, **kwargs)
         logger.debug("%s", error)
         return error
+
+
+def _settle(response: httpx2.Response) -> None:
+    """Read a streamed error answer (its body is the error text) and give its connection back."""
+    try:
+        response.read()
+    finally:
+        response.close()
 
 
 def _path(url: str) -> str:
@@ -368,16 +476,6 @@ def _transport_message(exc: Exception, *, sent: bool, safe: bool) -> str:
     if sent and not safe:
         return f"{kind}: the request may have reached the server; its outcome is unknown (not re-sent)"
     return f"{kind}: no answer from the server"
-
-
-def _scrub(message: str, request: httpx2.Request) -> str:
-    """Cut the message short and blank out the request's own credentials if the server echoed them."""
-    message = message[:_MAX_MESSAGE]
-    authorization = request.headers.get("Authorization", "")
-    for secret in authorization.split(" ")[1:]:
-        if len(secret) >= 8:
-            message = message.replace(secret, "***")
-    return message
 
 
 @functools.cache

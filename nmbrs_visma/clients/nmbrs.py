@@ -22,6 +22,7 @@ How to use it::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -46,12 +47,15 @@ from nmbrs_visma.clients.http import (
     NotFound,
     RateLimited,
     RetryPolicy,
+    Scrubber,
     Sender,
     ServerError,
     TransportError,
     ValidationError,
+    basic_credentials,
     tls_context,
 )
+from nmbrs_visma.journal_file import MAX_FILE_BYTES
 from nmbrs_visma.journals.calendar import periods_in_year
 from nmbrs_visma.journals.models import PayrollRun, PeriodType
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
@@ -166,7 +170,7 @@ class NmbrsAuth(httpx2.Auth):
     the caller guards the refresh (a Prefect concurrency limit per account).
     """
 
-    requires_response_body = True  # to tell a token 401 from a subscription-key 401
+    requires_response_body = False  # only a 401's body is read (see sync_auth_flow): documents stream
 
     def __init__(
         self,
@@ -193,6 +197,7 @@ class NmbrsAuth(httpx2.Auth):
         self._clock = clock
         self._lock = threading.RLock()
         self._token: dict[str, Any] | None = dict(token) if token else None
+        self.scrubber = Scrubber(client_secret, *basic_credentials(client_id, client_secret), self._current_tokens)
         self._oauth = OAuth2Client(
             client_id=client_id,
             client_secret=client_secret.get_secret_value(),
@@ -224,9 +229,9 @@ class NmbrsAuth(httpx2.Auth):
         """Exchange the code in the redirect back (`callback_url`) for the first token pair."""
         params = httpx2.URL(callback_url).params
         if "error" in params:
-            raise _auth_error(
-                f"the Nmbrs authorisation was refused: {params.get('error')}: {params.get('error_description', '')}"
-            )
+            said = f"{params.get('error')}: {params.get('error_description', '')}"
+            said = self.scrubber(said, request.code_verifier.get_secret_value(), params.get("code"))
+            raise _auth_error(f"the Nmbrs authorisation was refused: {said}")
         if params.get("state") != request.state:
             raise _auth_error("the authorisation callback's state does not match the request (possible CSRF)")
         if "code" not in params:
@@ -242,6 +247,10 @@ class NmbrsAuth(httpx2.Auth):
                 "exchanging the authorisation code",
             )
             self._store(token)
+
+    def _current_tokens(self) -> list[str | None]:
+        token = self._token or {}
+        return [token.get("access_token"), token.get("refresh_token")]
 
     # -- tokens --
 
@@ -299,21 +308,26 @@ class NmbrsAuth(httpx2.Auth):
             self._store(new)
 
     def _token_call(self, call: Callable[[], Any], doing: str) -> dict[str, Any]:
+        """Run one token request; a failure is raised outside the `except`, so that not even the exception's
+        context keeps authlib's error (whose text is the identity server's, secrets and all)."""
+        failure: NmbrsError
         try:
             return dict(call())
         except OAuthError as exc:
             hint = ""
             if exc.error == "invalid_grant" and doing.startswith("refresh"):
                 hint = " (a refresh token works once: another process may have used it; re-authorise)"
-            raise _auth_error(f"Nmbrs refused {doing}: {exc.error}: {exc.description or ''}{hint}") from None
+            said = self.scrubber(f"{exc.error}: {exc.description or ''}")
+            failure = _auth_error(f"Nmbrs refused {doing}: {said}{hint}")
         except httpx2.HTTPStatusError as exc:
-            raise _auth_error(f"Nmbrs identity server failed {doing}: HTTP {exc.response.status_code}") from None
+            failure = _auth_error(f"Nmbrs identity server failed {doing}: HTTP {exc.response.status_code}")
         except httpx2.TransportError as exc:
-            raise NmbrsTransportError(
+            failure = NmbrsTransportError(
                 None, type(exc).__name__, f"no answer from the Nmbrs identity server {doing}", api="Nmbrs identity"
-            ) from None
+            )
         except ValueError as exc:  # authlib: mismatching state, malformed answer
-            raise _auth_error(f"Nmbrs identity answer unusable while {doing}: {type(exc).__name__}") from None
+            failure = _auth_error(f"Nmbrs identity answer unusable while {doing}: {type(exc).__name__}")
+        raise failure
 
     def _store(self, token: dict[str, Any]) -> None:
         """Keep the new pair and hand it on at once; every new pair restarts the refresh token's lifetime."""
@@ -340,13 +354,43 @@ class NmbrsAuth(httpx2.Auth):
         response = yield request
         if response.status_code != 401 or not (self._token and self._token.get("refresh_token")):
             return
-        if "subscription" not in response.text.lower():
+        if _token_refused(response):
             self.refresh(unless_changed_from=access)
             request.headers["Authorization"] = f"Bearer {self.access_token()}"
             yield request
 
+    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        """httpx2's flow, reading the body of a 401 only (to tell a token 401 from a subscription-key 401):
+        reading every answer, as `requires_response_body` does, would load a streamed document whole."""
+        flow = self.auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            if response.status_code == 401:
+                response.read()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+
     def close(self) -> None:
         self._oauth.close()
+
+
+def _token_refused(response: httpx2.Response) -> bool:
+    """Whether a 401 is about the bearer token (the spec's Missing_Token / Invalid_Token), not the subscription
+    key: rotating for a key 401 would only spend a refresh token. Unknown shapes: a body naming the key is
+    the key's fault."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and (body.get("code") in (40101, 40102) or body.get("title") in _TOKEN_TITLES):
+        return True
+    return "subscription" not in response.text.lower()
+
+
+_TOKEN_TITLES = ("Missing_Token", "Invalid_Token")
 
 
 # --- resources ------------------------------------------------------------------------------------------------
@@ -403,12 +447,14 @@ class NmbrsClient(ApiClient):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx2.BaseTransport | None = None,
+        max_document_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         if not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be 1..100 (the Nmbrs maximum), not {page_size}")
         self.auth = auth
         self._key = subscription_key
         self._page_size = page_size
+        self._max_document_bytes = max_document_bytes
         self._poll_interval = poll_interval
         self._max_poll_interval = max_poll_interval
         self._sleep = sleep
@@ -421,17 +467,25 @@ class NmbrsClient(ApiClient):
             verify=tls_context(),
             follow_redirects=False,
         )
-        self._sender = Sender(self._http, NMBRS_ERRORS, policy=policy, sleep=sleep, clock=clock)
+        self.scrubber = Scrubber(subscription_key, auth.scrubber)
+        self._sender = Sender(self._http, NMBRS_ERRORS, policy=policy, sleep=sleep, clock=clock, scrubber=self.scrubber)
 
     def __repr__(self) -> str:
         return f"NmbrsClient(base_url={str(self._http.base_url)!r})"
 
     # -- plumbing --
 
-    def _get(self, path: str, params: Mapping[str, Any] | None = None, *, accept: str = "application/json") -> Any:
+    def _get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        accept: str = "application/json",
+        stream: bool = False,
+    ) -> Any:
         headers = {"X-Subscription-Key": self._key.get_secret_value(), "Accept": accept}
         try:
-            return self._sender.request("GET", path, params=params, headers=headers)
+            return self._sender.request("GET", path, params=params, headers=headers, stream=stream)
         except ApiError as exc:
             raise _translate(exc) from None
 
@@ -605,15 +659,44 @@ class NmbrsClient(ApiClient):
             raise self._unexpected(path, f"{_label(run)}: the {kind} answer holds no taskId")
         return _uuid(task_id, "taskId")
 
-    def document(self, task_id: str) -> bytes | None:
-        """The document of a task, or None while Nmbrs is still processing it (202)."""
+    def document(self, task_id: str, *, what: str | None = None) -> bytes | None:
+        """The document of a task, or None while Nmbrs is still processing it (202).
+
+        Streamed, and refused once it grows past `max_document_bytes` (the cap journal files have): an
+        `NmbrsResponseError` [document_too_large] naming `what` (the run) and the task. At most the cap (plus
+        one network chunk) is ever held, so a runaway document cannot exhaust a worker's memory."""
         path = f"/api/documents/{_uuid(task_id, 'task id')}"
-        response = self._get(path, accept="application/octet-stream, application/xml, application/json")
-        if response.status_code == 202:
-            return None
-        if response.status_code != 200 or not response.content:
-            raise self._unexpected(path, f"document task {task_id}: HTTP {response.status_code} without a document")
-        return response.content
+        what = what or f"document task {task_id}"
+        accept = "application/octet-stream, application/xml, application/json"
+        response = self._get(path, accept=accept, stream=True)
+        with contextlib.closing(response):
+            if response.status_code == 202:
+                return None
+            if response.status_code != 200:
+                raise self._unexpected(path, f"{what}: HTTP {response.status_code} without a document")
+            cap = self._max_document_bytes
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > cap:
+                raise self._too_large(path, what, task_id, f"announced as {int(announced)} bytes")
+            content = bytearray()
+            for chunk in response.iter_bytes():
+                if len(content) + len(chunk) > cap:
+                    raise self._too_large(path, what, task_id, f"still coming after {len(content)} bytes")
+                content.extend(chunk)
+        if not content:
+            raise self._unexpected(path, f"{what}: HTTP 200 without a document")
+        return bytes(content)
+
+    def _too_large(self, path: str, what: str, task_id: str, seen: str) -> NmbrsResponseError:
+        return NmbrsResponseError(
+            None,
+            "document_too_large",
+            f"{what}: the journal document (task {task_id}) is larger than the {self._max_document_bytes} bytes "
+            f"allowed ({seen}); refused while downloading, nothing of it is used",
+            api="Nmbrs",
+            method="GET",
+            path=path,
+        )
 
     def journal_xml(self, run: PayrollRun, *, kind: JournalKind = "journals", max_wait: float = 60.0) -> bytes:
         """Start the journal task and poll its document (202 while processing) for at most `max_wait` seconds."""
@@ -623,7 +706,7 @@ class NmbrsClient(ApiClient):
         polls = 0
         while True:
             polls += 1
-            content = self.document(task_id)
+            content = self.document(task_id, what=f"the {kind} of {_label(run)}")
             if content is not None:
                 logger.info("Nmbrs %s of %s ready after %d poll(s)", kind, _label(run), polls)
                 return content

@@ -26,7 +26,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import AuthError, TransportError, tls_context
+from nmbrs_visma.clients.http import AuthError, Scrubber, TransportError, basic_credentials, tls_context
 
 DEFAULT_TOKEN_URL = "https://connect.visma.com/connect/token"
 DEFAULT_AUTHORIZE_URL = "https://connect.visma.com/connect/authorize"
@@ -96,6 +96,7 @@ class VismaConnectAuth(httpx2.Auth):
         self._lock = threading.RLock()
         self._token: dict[str, Any] | None = dict(token) if token else None
         self._last_status: int | None = None
+        self.scrubber = Scrubber(client_secret, *basic_credentials(client_id, client_secret), self._current_tokens)
         self._oauth = OAuth2Client(
             client_id=client_id,
             client_secret=client_secret.get_secret_value(),
@@ -143,8 +144,13 @@ class VismaConnectAuth(httpx2.Auth):
         if query.get("state", [None])[0] != request.state:
             raise AuthError(None, "state_mismatch", "the callback's state does not match the request", api=_API)
         if "error" in query:
-            description = query.get("error_description", [""])[0]
-            raise AuthError(None, query["error"][0], f"authorisation refused: {description}", api=_API)
+            verifier = request.code_verifier.get_secret_value()
+
+            def scrub(text: str) -> str:
+                return self.scrubber(text, verifier, *query.get("code", []))
+
+            description = scrub(query.get("error_description", [""])[0])
+            raise AuthError(None, scrub(query["error"][0]), f"authorisation refused: {description}", api=_API)
         self._call(
             "authorization code exchange",
             lambda: self._oauth.fetch_token(
@@ -157,6 +163,10 @@ class VismaConnectAuth(httpx2.Auth):
         )
 
     # -- tokens --
+
+    def _current_tokens(self) -> list[str | None]:
+        token = self._token or {}
+        return [token.get("access_token"), token.get("refresh_token")]
 
     @property
     def has_token(self) -> bool:
@@ -229,20 +239,23 @@ class VismaConnectAuth(httpx2.Auth):
         for attempt in range(1, self.attempts + 1):
             self._last_status = None
             asked_at = time.time()  # expiry counts from the request, not the answer: never optimistic
+            failure: AuthError | TransportError | None = None  # raised outside `except`: no context kept
             try:
                 token = fetch()
                 break
             except OAuthError as exc:
-                raise AuthError(
-                    self._last_status, exc.error, f"{what} refused: {exc.description or exc.error}", api=_API
-                ) from None
+                said = self.scrubber(exc.description or exc.error or "")
+                code = self.scrubber(exc.error) if exc.error else exc.error
+                failure = AuthError(self._last_status, code, f"{what} refused: {said}", api=_API)
             except httpx2.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status < 500 or attempt == self.attempts:
-                    raise AuthError(status, None, f"{what} failed with HTTP {status}", api=_API) from None
+                    failure = AuthError(status, None, f"{what} failed with HTTP {status}", api=_API)
             except httpx2.TransportError as exc:
                 if attempt == self.attempts:
-                    raise TransportError(None, type(exc).__name__, f"{what}: no answer", api=_API) from None
+                    failure = TransportError(None, type(exc).__name__, f"{what}: no answer", api=_API)
+            if failure is not None:
+                raise failure
             time.sleep(min(2.0, 0.2 * 2**attempt))
         stored = {key: token[key] for key in token if key != "id_token"}
         if stored.get("expires_in") is not None:

@@ -24,6 +24,7 @@ from nmbrs_visma.clients.http import (
     ApiClient,
     ApiError,
     RetryPolicy,
+    Scrubber,
     Sender,
     tls_context,
 )
@@ -124,7 +125,8 @@ class VismaNetClient(ApiClient):
             verify=tls_context(),
             event_hooks=dict(event_hooks or {}),
         )
-        self._sender = Sender(self._http, VISMA_NET_ERRORS, policy=policy, sleep=sleep)
+        self.scrubber = Scrubber(auth.scrubber)
+        self._sender = Sender(self._http, VISMA_NET_ERRORS, policy=policy, sleep=sleep, scrubber=self.scrubber)
 
     def __repr__(self) -> str:
         return f"VismaNetClient(base_url={str(self._http.base_url)!r}, tenant_id={self.auth.tenant_id!r})"

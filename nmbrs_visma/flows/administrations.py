@@ -2,9 +2,9 @@
 them (the `prepare` task), then look up and post (the `post` task), then record and show what happened.
 
 An administration is the companies booking into one Visma.net (account, branch, ledger). The flow runs up to
-three times `max_workers` administrations at once: while the first ones create (at most `max_workers` creates
-at once, the `sending` slots), the next ones read Nmbrs and take their locks, so a slot freed is taken by a
-create.
+three times `Pass.workers` (the run's `Settings.max_workers`) administrations at once: while the first ones
+create (at most `workers` creates at once, the `sending` slots), the next ones read Nmbrs and take their
+locks, so a slot freed is taken by a create.
 A failed stage is a failed task run and that administration's rows say why; the others go on. The companies
 of one administration are planned together (one `build_many`: pandas costs a fixed few milliseconds per call).
 """
@@ -36,6 +36,7 @@ from nmbrs_visma.journals.models import AdministrationMapping, AdministrationRef
 from nmbrs_visma.output import pass_progress
 from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.settings import DEFAULT_SETTLE_SECONDS
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
@@ -117,7 +118,8 @@ class Planner:
 
 @dataclass
 class Pass:
-    """What every administration of one flow run shares: the companies, clients, ledger, filter and limits."""
+    """What every administration of one flow run shares: the companies, clients, ledger, filter and limits
+    (`workers` and `settle_seconds` from the run's settings, read once when it started)."""
 
     selection: Selection
     connections: Connections
@@ -125,6 +127,7 @@ class Pass:
     run_filter: RunFilter
     workers: int
     today: dt.date
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
     post: bool = True
     repost_changed: bool = False
     journal_file: Path | None = None
@@ -370,6 +373,7 @@ class Administrations:
                         self.work.flow_run_id,
                         quote(self.work.sending),
                         self.work.repost_changed,
+                        settle_seconds=self.work.settle_seconds,
                     )
                 )
             except Exception as exc:

@@ -2,7 +2,8 @@
 
 The same flow as `post-payroll-journals` with a period range as its filter (so it is idempotent: a key
 recorded or found in Visma.net is never sent again), in one flow run: tokens, clients and Visma.net reference
-data are set up once for the whole range, and each administration posts its runs of the range in order.
+data are set up once for the whole range, and each administration posts its runs of the range in order. Its
+settings are read once, when the run starts, as for `post-payroll-journals` (flows/run_settings.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Annotated
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import State
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from nmbrs_visma.flows.post_payroll_journals import (
@@ -23,8 +23,8 @@ from nmbrs_visma.flows.post_payroll_journals import (
     run_pass,
     run_state,
     tag_run,
-    task_threads,
 )
+from nmbrs_visma.flows.run_settings import SettingsTaskRunner, run_settings
 from nmbrs_visma.payroll_period import PERIOD_PATTERN, range_filter
 from nmbrs_visma.tasks.runs import RunFilter
 
@@ -38,7 +38,7 @@ def backfill_run_name() -> str:
 @flow(
     name="backfill-correction-periods",
     flow_run_name=backfill_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
+    task_runner=SettingsTaskRunner(),  # sized by the run's settings, read when it starts
     description="Post the payroll journals still missing for a range of periods (idempotent).",
 )
 def backfill_correction_periods(
@@ -61,6 +61,7 @@ def backfill_correction_periods(
         dry_run: Build and show the exact payloads; send nothing.
         repost_changed: Reverse a journal sent before whose content changed since, and post the new one.
     """
+    settings = run_settings()  # read when the run started; a bad value ends the run here, naming the variable
     tag_run("backfill", *(["dry-run"] if dry_run else []))
     run_filter = RunFilter(period=range_filter(start, end))
     rows = run_pass(
@@ -71,5 +72,6 @@ def backfill_correction_periods(
         title=f"Backfill {run_filter.period}",
         run_key=f"backfill-{start}-{end}".replace("/", "-"),
         repost_changed=repost_changed,
+        settings=settings,
     )
     return run_state(rows)

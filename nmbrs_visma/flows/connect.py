@@ -9,6 +9,12 @@ the token is for and its branches, for Nmbrs the debtors the consent covers.
 
 A Visma.net service account (client credentials) needs no login: `connect` fetches a token to prove the
 client id, secret and tenant work.
+
+The redirect URI: `http://127.0.0.1:PORT/...`, `http://localhost:PORT/...` (both bound on 127.0.0.1) or
+`http://[::1]:PORT/...` (bound on the IPv6 loopback). Port 0 means "any free port": the listener takes one and
+the redirect URI sent is the one with that real port. That suits Visma Connect, which accepts any port on a
+loopback redirect (RFC 8252 7.3). Nmbrs' identity server matches the registered redirect URI exactly, so there
+port 0 is refused before a browser opens (a free port could never match): register one fixed port and use it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import socket
 import threading
 import webbrowser
 from collections.abc import Callable, Iterator
@@ -35,7 +42,8 @@ from nmbrs_visma.clients.http import ApiError
 from nmbrs_visma.tasks.tokens import ACCOUNT_TYPES, AccountNotAuthorised, ensure_fresh_token, load_account
 
 System = Literal["visma", "nmbrs"]
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_EXACT_REDIRECT: frozenset[str] = frozenset({"nmbrs"})  # identity servers that match the redirect URI exactly
 _PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>nmbrs-visma</title></head><body>"
     "<h1>{title}</h1><p>{text}</p></body></html>"
@@ -49,9 +57,19 @@ class ConnectError(Exception):
 # -- the loopback listener ------------------------------------------------------------------------------------
 
 
+class _IPv6Server(HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _netloc(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class LoopbackListener:
-    """Receives the one redirect to `path` on 127.0.0.1:`port`; `callback_url` is the full URL it was called at."""
+    """Receives the one redirect to `path` on `host`:`port` (127.0.0.1 or ::1; port 0: any free one, the real
+    port then in `port`); `callback_url` is the full URL it was called at."""
 
     host: str
     port: int
@@ -85,17 +103,18 @@ class LoopbackListener:
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
                 self.wfile.write(body)
-                listener.callback_url = f"http://{listener.host}:{listener.port}{self.path}"
+                listener.callback_url = f"http://{_netloc(listener.host, listener.port)}{self.path}"
                 listener._received.set()
 
             def log_message(self, format: str, *args: Any) -> None:  # the query holds the code: never log it
                 return
 
+        server_type = _IPv6Server if ":" in self.host else HTTPServer
         try:
-            self._server = HTTPServer((self.host, self.port), Handler)
+            self._server = server_type((self.host, self.port), Handler)
         except OSError as exc:
             raise ConnectError(
-                f"cannot listen on {self.host}:{self.port} for the redirect ({exc.strerror}); "
+                f"cannot listen on {_netloc(self.host, self.port)} for the redirect ({exc.strerror}); "
                 "free the port or pass --port (and register that redirect URI)"
             ) from None
         self.port = int(self._server.server_address[1])
@@ -105,7 +124,8 @@ class LoopbackListener:
 
     def wait(self, timeout: float) -> str:
         if not self._received.wait(timeout) or self.callback_url is None:
-            raise ConnectError(f"no redirect arrived at http://{self.host}:{self.port}{self.path} in {timeout:.0f}s")
+            where = f"http://{_netloc(self.host, self.port)}{self.path}"
+            raise ConnectError(f"no redirect arrived at {where} in {timeout:.0f}s")
         return self.callback_url
 
     def stop(self) -> None:
@@ -118,15 +138,27 @@ class LoopbackListener:
 
 @contextmanager
 def listening(redirect_uri: str) -> Iterator[LoopbackListener]:
+    """A listener on the redirect URI's loopback address and port (0: any free port; none given: 80)."""
     parts = urlsplit(redirect_uri)
     if parts.scheme != "http" or parts.hostname not in _LOOPBACK_HOSTS:
-        raise ConnectError(f"the redirect URI {redirect_uri} is not a loopback http URI (http://127.0.0.1:PORT/...)")
-    host = "127.0.0.1" if parts.hostname in ("127.0.0.1", "localhost") else "::1"
-    listener = LoopbackListener(host=host, port=parts.port or 80, path=parts.path or "/").start()
+        raise ConnectError(
+            f"the redirect URI {redirect_uri} is not a loopback http URI "
+            "(http://127.0.0.1:PORT/..., http://localhost:PORT/... or http://[::1]:PORT/...)"
+        )
+    host = "::1" if parts.hostname == "::1" else "127.0.0.1"
+    port = _port(redirect_uri)
+    listener = LoopbackListener(host=host, port=80 if port is None else port, path=parts.path or "/").start()
     try:
         yield listener
     finally:
         listener.stop()
+
+
+def _port(redirect_uri: str) -> int | None:
+    try:
+        return urlsplit(redirect_uri).port
+    except ValueError:
+        raise ConnectError(f"the redirect URI {redirect_uri} has no valid port") from None
 
 
 def with_port(redirect_uri: str, port: int | None) -> str:
@@ -134,7 +166,8 @@ def with_port(redirect_uri: str, port: int | None) -> str:
     if port is None:
         return redirect_uri
     parts = urlsplit(redirect_uri)
-    return urlunsplit((parts.scheme, f"{parts.hostname}:{port}", parts.path, parts.query, parts.fragment))
+    netloc = _netloc(parts.hostname or "127.0.0.1", port)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 # -- saving the new grant ------------------------------------------------------------------------------------
@@ -220,6 +253,12 @@ def authorise_account(
         return ConnectResult(system, account, lines)
 
     redirect_uri = with_port(block.redirect_uri, port)
+    if system in _EXACT_REDIRECT and _port(redirect_uri) == 0:
+        raise ConnectError(
+            f"{block.system_name} account '{account}': port 0 (any free port) cannot be used, the "
+            f"{block.system_name} identity server accepts only the exact registered redirect URI: give the port "
+            f"registered with the app (--port, or in the block's redirect URI {block.redirect_uri})"
+        )
     with listening(redirect_uri) as listener:
         redirect_uri = with_port(redirect_uri, listener.port)  # port 0 asked for a free one
         block.redirect_uri = redirect_uri

@@ -20,15 +20,16 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from nmbrs_visma.accounts import AccountStatus, artifact_rows, needs_connect_message, read_account_statuses, summary
+from nmbrs_visma.flows.run_settings import SettingsTaskRunner, run_settings
 from nmbrs_visma.tasks.tokens import AccountNotAuthorised, System, keep_token_alive
 
 ARTIFACT_KEY = "accounts"
 DEFAULT_RENEW_WITHIN_DAYS = 14  # twice the weekly schedule: a token is renewed once or twice before it lapses
 SYSTEMS: dict[str, System] = {"Visma.net": "visma", "Nmbrs": "nmbrs"}
+RENEWALS_AT_ONCE = 4  # a handful of accounts renew side by side (never more than the run's `max_workers`)
 
 
 def outcome_message(statuses: Sequence[AccountStatus], failed: dict[str, str]) -> str:
@@ -59,7 +60,7 @@ def _label(status: AccountStatus) -> str:
 @flow(
     name="keep-accounts-alive",
     flow_run_name="keep-alive · renew under {renew_within_days} days",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=SettingsTaskRunner(most=RENEWALS_AT_ONCE),  # the run's settings, read when it starts
     description="Renew every Nmbrs (and interactive Visma.net) refresh token before it lapses; report the accounts "
     "that need `nmbrs-visma connect` again (the run then ends FAILED).",
 )
@@ -74,6 +75,7 @@ def keep_accounts_alive(
         renew_within_days: A refresh token that lapses within this many days is renewed now (a new refresh token,
             whose lifetime starts again). Keep it above the schedule's interval (7 days for the weekly deployment).
     """
+    run_settings()  # read when the run started: a bad value ends it here, naming the variable
     log = get_run_logger()
     statuses = read_account_statuses()
     futures: dict[int, PrefectFuture[AccountStatus]] = {}

@@ -4,14 +4,14 @@ It reads like the process: load the mappings and accounts -> refresh tokens -> p
 (flows/administrations.py): find its companies' runs to post -> extract their journals -> check eligibility
 (every reason) -> split by period and build one transaction per (administration, payroll period) -> look up
 and post -> release when configured -> record each completely booked run -> show status. Administrations run
-side by side, at most `max_workers` creating at once.
+side by side, at most `Settings.max_workers` creating at once; the settings are read once, when the run starts
+(flows/run_settings.py), and handed down.
 
 `backfill.py` runs the same stages for a range of periods; `commands.py` runs both from the command line.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -19,20 +19,19 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.flows.administrations import Administrations, Pass, preview
 from nmbrs_visma.flows.connections import connect_accounts, select_companies
+from nmbrs_visma.flows.run_settings import SettingsTaskRunner, run_settings
 from nmbrs_visma.payroll_period import PERIOD_PATTERN, period_filter, today
 from nmbrs_visma.posting_ledger import PostingLedger
 from nmbrs_visma.results import PROBLEMS, StatusRow, has_problems, outcome_message, sort_rows, summary
+from nmbrs_visma.settings import Settings
 from nmbrs_visma.tasks.journal_file import file_period
 from nmbrs_visma.tasks.report import PayloadFile, output_dir, publish_payloads, publish_results
 from nmbrs_visma.tasks.runs import RunFilter
-
-MAX_WORKERS_ENV = "NMBRS_VISMA_MAX_WORKERS"
 
 # The parameters as the Prefect UI's run form shows them: titles, patterns and examples here, descriptions from
 # the flows' docstrings (Prefect reads their Args sections).
@@ -44,18 +43,6 @@ PeriodParameter = Annotated[
 CompaniesParameter = Annotated[list[int] | None, Field(json_schema_extra={"title": "Companies", "examples": [[1001]]})]
 DryRunParameter = Annotated[bool, Field(json_schema_extra={"title": "Dry run (send nothing)"})]
 RepostParameter = Annotated[bool, Field(json_schema_extra={"title": "Repost changed journals"})]
-
-
-def max_workers() -> int:
-    """Administrations posted at once, and as many reads (companies, tenants) ahead of them; Visma.net rate
-    limits are per tenant."""
-    return max(1, int(os.environ.get(MAX_WORKERS_ENV, "8")))
-
-
-def task_threads() -> int:
-    """The flow's task runner threads, for the set-up tasks (tokens, company lists): the administrations run in
-    threads of their own (flows/administrations.py)."""
-    return max_workers()
 
 
 RUN_TAGS = ("nmbrs-visma", "payroll")  # on every flow run (the deployments carry them too): for filters, alerts
@@ -134,21 +121,27 @@ def run_pass(
     run_key: str,
     run_number: int = 1,
     repost_changed: bool = False,
+    settings: Settings | None = None,
 ) -> list[StatusRow]:
-    """The stages shared by both flows: configuration and connections once, then every administration's line."""
+    """The stages shared by both flows: configuration and connections once, then every administration's line.
+
+    `settings`: the run's (default: those read when the flow run started, `run_settings()`); the worker count,
+    the ledger's URL and lock time-out, the settle time and the output folder come from them alone."""
     log = get_run_logger()
+    settings = settings or run_settings()
     path = Path(journal_file) if journal_file else None
     if path is not None and (not companies or len(set(companies)) != 1):
         raise ValueError("a journal file belongs to exactly one company: give exactly one company with it")
     selection = select_companies(load_mappings(), companies)
-    ledger = PostingLedger(pool_size=2 * max_workers() + 4)
+    ledger = PostingLedger.from_settings(settings, pool_size=2 * settings.max_workers + 4)
     connections = connect_accounts(selection, use_nmbrs=path is None)
     work = Pass(
         selection,
         connections,
         ledger,
         run_filter,
-        workers=max_workers(),
+        workers=settings.max_workers,
+        settle_seconds=settings.settle_seconds,
         today=today(),
         post=not dry_run,
         repost_changed=repost_changed,
@@ -166,7 +159,7 @@ def run_pass(
     rows = administrations.rows
     files: list[PayloadFile] = []
     if dry_run:
-        preview_rows, files = preview(administrations.postings, ledger, output_dir())
+        preview_rows, files = preview(administrations.postings, ledger, output_dir(settings.output_dir))
         rows = rows + preview_rows
     rows = sort_rows([*selection.rows, *rows])
     from nmbrs_visma.outcomes import record_pass  # the latest outcome of each run, for `status` (never fails a run)
@@ -185,7 +178,7 @@ def run_pass(
 @flow(
     name="post-payroll-journals",
     flow_run_name=post_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
+    task_runner=SettingsTaskRunner(),
     description="Post every locked Nmbrs payroll run not yet booked (or those of a period or run) to the Visma.net "
     "general ledger, exactly once.",
 )
@@ -214,6 +207,7 @@ def post_payroll_journals(
         repost_changed: Reverse a journal sent before whose content changed since, and post the new one
             (otherwise it is reported as changed).
     """
+    settings = run_settings()  # read when the run started; a bad value ends the run here, naming the variable
     tag_run(*(["dry-run"] if dry_run else []))
     if journal_file and companies:
         run_filter = RunFilter(period=file_period(Path(journal_file), companies[0], period))
@@ -229,5 +223,6 @@ def post_payroll_journals(
         run_key="payroll-journals" + ("-" + str(run_filter).replace("/", "-") if label else ""),
         run_number=run_number,
         repost_changed=repost_changed,
+        settings=settings,
     )
     return run_state(rows)

@@ -32,7 +32,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
@@ -40,7 +39,8 @@ from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.clients.http import NotFound
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.flows.connections import Connections, Selection, connect_accounts, select_companies
-from nmbrs_visma.flows.post_payroll_journals import CompaniesParameter, PeriodParameter, max_workers, task_threads
+from nmbrs_visma.flows.post_payroll_journals import CompaniesParameter, PeriodParameter
+from nmbrs_visma.flows.run_settings import SettingsTaskRunner, run_settings
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.models import AdministrationReference
 from nmbrs_visma.journals.reconcile import (
@@ -61,6 +61,7 @@ from nmbrs_visma.journals.reconcile import (
 from nmbrs_visma.payroll_period import period_filter, today
 from nmbrs_visma.posting_ledger import CompletedRun, PostingEntry, PostingLedger
 from nmbrs_visma.results import artifact_key
+from nmbrs_visma.settings import Settings
 from nmbrs_visma.tasks.extract import extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.plan import CompanyRead, plan_read_companies, run_period
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
@@ -309,8 +310,12 @@ def _recorded(ledger: PostingLedger, companies: Sequence[int]) -> dict[tuple[int
     return dict(found)
 
 
-def run_reconciliation(period: str | None, run: str | None, companies: Sequence[int] | None) -> list[TransactionCheck]:
-    """Inside a flow run: every selected company reconciled, at most `max_workers` at once."""
+def run_reconciliation(
+    period: str | None, run: str | None, companies: Sequence[int] | None, settings: Settings | None = None
+) -> list[TransactionCheck]:
+    """Inside a flow run: every selected company reconciled, at most `settings.max_workers` at once (the flow's
+    task runner has that many threads); `settings` default to the run's, read when it started."""
+    settings = settings or run_settings()
     if not period and not run:
         period = DEFAULT_PERIOD
     run_filter = RunFilter(period_filter(period) if period else None, run or None)
@@ -320,7 +325,7 @@ def run_reconciliation(period: str | None, run: str | None, companies: Sequence[
     ]
     if not selection.mappings:
         return sort_checks(checks)
-    ledger = PostingLedger(pool_size=max_workers() + 4)
+    ledger = PostingLedger.from_settings(settings, pool_size=settings.max_workers + 4)
     work = Work(
         selection=selection,
         connections=Connections(),
@@ -438,7 +443,7 @@ def _tag_run() -> None:
 @flow(
     name="reconcile-payroll-journals",
     flow_run_name=reconcile_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=task_threads()),
+    task_runner=SettingsTaskRunner(),  # sized by the run's settings, read when it starts
     description="Compare what Nmbrs' journals hold with what Visma.net holds now for the batches posted: per "
     "company, run, financial period, account and subaccount, to the cent; flags batches edited, deleted or reversed.",
 )
@@ -456,10 +461,11 @@ def reconcile_payroll_journals(
         run: Only this payroll run, by its reference (for example NM2603R1) or its Nmbrs id.
         companies: Nmbrs company numbers. Empty: every mapped company.
     """
+    settings = run_settings()  # read when the run started; a bad value ends the run here, naming the variable
     _tag_run()
     log = get_run_logger()
     label = reconcile_label(period, run)
-    checks = run_reconciliation(period, run, companies)
+    checks = run_reconciliation(period, run, companies, settings)
     publish_reconciliation(checks, label=label)
     log.info("reconciliation %s: %s", label, summary(checks))
     for check in differences(checks):

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from nmbrs_visma.journals.checks import LineFacts, check_facts, facts_by_run
-from nmbrs_visma.journals.frame import RUN_COLUMN, aggregate_lines, validate_lines
+from nmbrs_visma.journals.frame import RUN_COLUMN, OversizedRun, aggregate_lines, runs_past_sum_limit, validate_lines
 from nmbrs_visma.journals.keys import fingerprint, key_marker, mapping_administration_id, posting_key
 from nmbrs_visma.journals.mapping import SegmentPlan, segment_plan, translate_account
 from nmbrs_visma.journals.models import AdministrationMapping, AdministrationReference, PayrollRun, Refusal
-from nmbrs_visma.journals.money import from_cents
+from nmbrs_visma.journals.money import MAX_SUM_CENTS, format_cents, from_cents
 from nmbrs_visma.journals.payload import (
     JournalTransactionUpdateDto,
     json_string,
@@ -140,14 +140,24 @@ def build_many(lines: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict[
     unready = [run_id for run_id, c in contexts.items() if c.mapping is not None and c.reference is None]
     if unready:
         raise ValueError(f"mapped runs need their administration's reference: {unready[:5]}")
+    plans: dict[str, RunPlan] = {}
+    oversized = runs_past_sum_limit(lines)  # before any sum: int64 sums would wrap in silence
+    if oversized:
+        unknown = set(oversized) - set(contexts)
+        if unknown:
+            raise ValueError(f"lines of runs without a context: {sorted(unknown)[:5]}")
+        lines = lines[~lines[RUN_COLUMN].isin(list(oversized))]
+        for run_id, big in oversized.items():
+            plans[run_id] = RunPlan(contexts[run_id].run, refusals=(_too_large(contexts[run_id].run, big),))
     aggregated = aggregate_lines(lines)
     facts = facts_by_run(aggregated)
     unknown = set(facts) - set(contexts)
     if unknown:
         raise ValueError(f"lines of runs without a context: {sorted(unknown)[:5]}")
-    plans: dict[str, RunPlan] = {}
     eligible: dict[str, RunContext] = {}
     for run_id, context in contexts.items():
+        if run_id in plans:
+            continue
         refusals = check_facts(facts.get(run_id, LineFacts()), context.run, context.mapping, context.reference)
         if refusals:
             plans[run_id] = RunPlan(context.run, refusals=tuple(refusals))
@@ -157,6 +167,20 @@ def build_many(lines: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict[
         keep = aggregated[RUN_COLUMN].isin(list(eligible)) if len(eligible) < len(contexts) else None
         plans.update(_build(aggregated if keep is None else aggregated[keep], eligible))
     return {run_id: plans[run_id] for run_id in contexts}
+
+
+def _too_large(run: PayrollRun, big: OversizedRun) -> Refusal:
+    """The `amount_too_large` refusal: names the company, the run and its biggest line."""
+    return Refusal(
+        code="amount_too_large",
+        message=(
+            f"company {run.company_number} run {run.run_number} of {run.year} ({run.run_id}): transaction "
+            f"{big.transaction} line {big.line} {big.side} {format_cents(big.cents)}: the run's amounts add up to "
+            f"about {big.magnitude / 100:.4g}, past the {format_cents(MAX_SUM_CENTS)} its sums are kept within "
+            "(a total could overflow); refused rather than booked with a wrong total"
+        ),
+        company=run.company_number,
+    )
 
 
 def _build(aggregated: pd.DataFrame, contexts: Mapping[str, RunContext]) -> dict[str, RunPlan]:

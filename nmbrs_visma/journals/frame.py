@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nmbrs_visma.journals.models import JournalLine
-from nmbrs_visma.journals.money import to_cents
+from nmbrs_visma.journals.money import MAX_SUM_CENTS, to_cents
 
 STRING = "str"
 
@@ -119,6 +120,45 @@ def _dtype_matches(series: pd.Series, dtype: str) -> bool:
 
 
 GROUP_KEYS = (RUN_COLUMN, "period_id", "account", "cost_center", "cost_unit")
+
+
+@dataclass(frozen=True)
+class OversizedRun:
+    """A run whose amounts could sum past `MAX_SUM_CENTS`: its biggest line, and the sum of its magnitudes."""
+
+    run_id: str
+    transaction: int
+    line: int
+    side: str  # "debit" or "credit": the biggest line's side
+    cents: int  # the biggest line's amount on that side
+    magnitude: float  # the sum of |debit| + |credit| over the run's lines (a float: a bound, never booked)
+
+
+def runs_past_sum_limit(lines: pd.DataFrame) -> dict[str, OversizedRun]:
+    """The runs (by `run_id`) in which some sum of cents could reach `MAX_SUM_CENTS`, so an int64 sum may wrap.
+
+    The bound is the run's sum of magnitudes: no sum of its lines, per account, per period or in all, can be
+    bigger. Cheap when nothing is near the bound (two min/max scans over the frame decide it for every run);
+    only then are the magnitudes summed per run, as floats (a bound with room to spare, not an amount)."""
+    if lines.empty:
+        return {}
+    debit, credit = lines["debit_cents"].to_numpy(), lines["credit_cents"].to_numpy()
+    biggest = max(int(debit.max()), -int(debit.min()), int(credit.max()), -int(credit.min()))
+    if biggest * len(lines) < MAX_SUM_CENTS:
+        return {}
+    magnitude = np.abs(debit.astype(np.float64)) + np.abs(credit.astype(np.float64))
+    runs = lines[RUN_COLUMN] if RUN_COLUMN in lines.columns else pd.Series("", index=lines.index, dtype=STRING)
+    work = pd.DataFrame({"run": runs.to_numpy(), "magnitude": magnitude})
+    totals = work.groupby("run", sort=False)["magnitude"].sum()
+    oversized: dict[str, OversizedRun] = {}
+    for run_id, total in totals[totals >= MAX_SUM_CENTS].items():
+        rows = np.flatnonzero(work["run"].to_numpy() == run_id)
+        row = int(rows[np.argmax(magnitude[rows])])
+        side, cents = ("debit", int(debit[row])) if debit[row] else ("credit", int(credit[row]))
+        line = lines.iloc[row]
+        where = (int(line["transaction"]), int(line["line"]))
+        oversized[str(run_id)] = OversizedRun(str(run_id), *where, side, cents, float(total))
+    return oversized
 
 
 def aggregate_lines(lines: pd.DataFrame) -> pd.DataFrame:

@@ -168,6 +168,7 @@ RefusalCode = Literal[
     "not_balanced",
     "invalid_journal",
     "duplicate_mapping",
+    "amount_too_large",
 ]
 
 

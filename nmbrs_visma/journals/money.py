@@ -12,6 +12,9 @@ from decimal import Decimal, InvalidOperation
 CENT = Decimal("0.01")
 # int64 cents hold far more; this bound keeps sums of a million lines well inside int64 as well.
 MAX_CENTS = 10**15
+# Every sum of a run's cents (per account, per period, a debit against a credit) stays below this, half of
+# int64's range, or the run is refused (`frame.runs_past_sum_limit`): pandas and numpy wrap int64 in silence.
+MAX_SUM_CENTS = 2**62
 
 _PLAIN = re.compile(r"[+-]?\d+(?:[.,]\d+)?", re.ASCII)
 # `1,234` / `1.234`: a thousands separator or three decimals? Refused rather than guessed.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +51,7 @@ from nmbrs_visma.posting_ledger import (
     holder_name,
 )
 from nmbrs_visma.results import Status, StatusRow
+from nmbrs_visma.settings import DEFAULT_SETTLE_SECONDS
 
 if TYPE_CHECKING:
     from nmbrs_visma.blocks.locks import Reservation
@@ -61,15 +61,9 @@ logger = logging.getLogger(__name__)
 
 AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
 LISTINGS_AT_ONCE = 4  # periods of one administration looked up at once (well inside a tenant's rate budget)
-SETTLE_ENV = "NMBRS_VISMA_SETTLE_SECONDS"
-DEFAULT_SETTLE_SECONDS = 300.0  # how long an unanswered create may take to show in Visma.net's listing
 RELEASED_STATUSES = frozenset({"Unposted", "Posted"})
 BOOKED_STATES = frozenset({PostingState.SENT, PostingState.REVERSED})  # Visma.net holds the batch
 AdministrationLock = Callable[[str], AbstractContextManager[object]]
-
-
-def settle_seconds() -> float:
-    return float(os.environ.get(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))  # float ok: seconds
 
 
 class LedgerClient(Protocol):
@@ -201,7 +195,8 @@ class AdministrationPoster:
     """Posts the postings of one administration through one client, against one ledger.
 
     `administration_lock` is the lock every worker of the administration takes (the Prefect server's);
-    `sending` bounds the run's creates at once; `repost_changed` reverses and reposts a changed key."""
+    `sending` bounds the run's creates at once; `repost_changed` reverses and reposts a changed key; `settle`:
+    seconds an unanswered create may take to show in the listing (the run's `Settings.settle_seconds`)."""
 
     def __init__(
         self,
@@ -212,7 +207,7 @@ class AdministrationPoster:
         sending: AbstractContextManager[object] | None = None,
         administration_lock: AdministrationLock | None = None,
         repost_changed: bool = False,
-        settle: float | None = None,
+        settle: float = DEFAULT_SETTLE_SECONDS,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.client = client
@@ -221,7 +216,7 @@ class AdministrationPoster:
         self.sending = sending
         self.administration_lock = administration_lock
         self.repost_changed = repost_changed
-        self.settle = settle_seconds() if settle is None else settle
+        self.settle = settle
         self.clock = clock
 
     # -- the whole administration ---------------------------------------------------------------------------
@@ -695,10 +690,12 @@ def post_administration(
     sending: AbstractContextManager[object] | None = None,
     repost_changed: bool = False,
     reservation: Reservation | None = None,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
 ) -> list[StatusRow]:
     """Prefect task: one administration's transactions (the unit of visibility). Not retried by Prefect: the
     ledger and the look-up decide every key, and a retry would only repeat that. `reservation`: the
-    administration's lock asked for ahead by the flow (held here if needed, else given up)."""
+    administration's lock asked for ahead by the flow (held here if needed, else given up); `settle_seconds`:
+    the run's settle time; the lock waits are the ledger's `lock_timeout`."""
     lock: AdministrationLock = partial(prefect_administration_lock, timeout_seconds=ledger.lock_timeout)
     if reservation is not None:
         lock = partial(_held, reservation)
@@ -709,6 +706,7 @@ def post_administration(
         sending=sending,
         administration_lock=lock,
         repost_changed=repost_changed,
+        settle=settle_seconds,
     )
     try:
         return poster.post(postings)

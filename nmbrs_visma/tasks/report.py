@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from nmbrs_visma.results import StatusRow, artifact_key, markdown_table, sort_ro
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_DIR_ENV = "NMBRS_VISMA_OUTPUT_DIR"
 _INLINE_LIMIT = 200_000  # characters of payload shown inline in the dry-run artifact; the files hold all
 
 
@@ -38,10 +36,9 @@ class PayloadFile:
     content: bytes
 
 
-def output_dir(now: dt.datetime | None = None) -> Path:
-    """Where a dry run writes its payloads: `$NMBRS_VISMA_OUTPUT_DIR/dry-run-<UTC time>`
-    (`$NMBRS_VISMA_OUTPUT_DIR` defaults to `./nmbrs-visma-output`)."""
-    base = Path(os.environ.get(OUTPUT_DIR_ENV, "nmbrs-visma-output")).expanduser()
+def output_dir(base: Path, now: dt.datetime | None = None) -> Path:
+    """Where a dry run writes its payloads: `<base>/dry-run-<UTC time>`, `base` the run's
+    `Settings.output_dir` (`NMBRS_VISMA_OUTPUT_DIR`, default `./nmbrs-visma-output`)."""
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
     return base / f"dry-run-{stamp}"
 

@@ -272,3 +272,19 @@ def test_the_commands_apply_a_file_only_file_and_show_its_companies_as_journal_f
     assert "none (journal files only)" in rows["1002"]
     for company in ("1001", "1004", "2001"):
         assert "default" in rows[company] and "journal files only" not in rows[company]
+
+
+def test_an_account_time_out_is_set_in_the_file_and_defaults_to_thirty_seconds() -> None:
+    env = {"VISMA_SECRET": "s", "NMBRS_SECRET": "n", "NMBRS_KEY": "k"}
+    data = {
+        "visma_net": {"accounts": {"main": {"client_id": "c", "client_secret_env": "VISMA_SECRET", "tenant_id": "1",
+                                            "timeout_seconds": 90}}},
+        "nmbrs": {"accounts": {"default": {"client_id": "c", "client_secret_env": "NMBRS_SECRET",
+                                           "subscription_key_env": "NMBRS_KEY"}}},
+    }  # fmt: skip
+    planned = plan_config(data, env)
+    assert planned.visma_accounts["main"].timeout_seconds == 90
+    assert planned.nmbrs_accounts["default"].timeout_seconds == 30
+    data["visma_net"]["accounts"]["main"]["timeout_seconds"] = 0
+    with pytest.raises(ConfigError, match="timeout_seconds"):
+        plan_config(data, env)

@@ -4,6 +4,7 @@ tokens saved to the block; the chosen company is shown."""
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -11,7 +12,7 @@ import pytest
 
 from nmbrs_visma.blocks import NmbrsAccount, VismaNetAccount
 from nmbrs_visma.config import apply_config
-from nmbrs_visma.flows.connect import ConnectError, authorise_account, run_connect
+from nmbrs_visma.flows.connect import ConnectError, authorise_account, listening, run_connect, with_port
 from nmbrs_visma.sandbox.server import free_port
 from nmbrs_visma.tasks.tokens import ensure_fresh_token
 from tests.blocks.conftest import ENV, sandbox_config
@@ -122,3 +123,83 @@ def test_a_visma_client_renewing_mid_run_adopts_the_pair_another_run_saved(confi
         assert running.branches()
     finally:
         running.close()
+
+
+# -- the redirect listener: IPv6 loopback and port 0 ------------------------------------------------------------
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+
+
+def redirect_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["redirect_uri"][0]
+
+
+def test_redirect_uris_keep_their_brackets_and_port_0_is_not_port_80() -> None:
+    assert with_port("http://[::1]:8765/callback", 9001) == "http://[::1]:9001/callback"
+    assert with_port("http://127.0.0.1:8765/callback", 9001) == "http://127.0.0.1:9001/callback"
+    with listening("http://127.0.0.1:0/callback") as listener:
+        assert listener.host == "127.0.0.1" and listener.port not in (0, 80)
+        httpx2.get(f"http://127.0.0.1:{listener.port}/callback?code=c&state=s", timeout=10)
+        assert listener.wait(5) == f"http://127.0.0.1:{listener.port}/callback?code=c&state=s"
+    with pytest.raises(ConnectError, match="not a loopback"), listening("http://192.0.2.1:8765/callback"):
+        pass
+
+
+@needs_ipv6
+def test_an_ipv6_redirect_is_bound_on_the_ipv6_loopback() -> None:
+    with listening("http://[::1]:0/callback") as listener:
+        assert listener.host == "::1" and listener.port != 0
+        with socket.create_connection(("::1", listener.port), timeout=5):
+            pass  # it listens on ::1
+        httpx2.get(f"http://[::1]:{listener.port}/callback?code=c&state=s", timeout=10)
+        assert listener.wait(5) == f"http://[::1]:{listener.port}/callback?code=c&state=s"
+
+
+@needs_ipv6
+def test_connect_nmbrs_on_an_ipv6_redirect_uri(clean_blocks: None, sandboxes) -> None:
+    uri = f"http://[::1]:{free_port()}/callback"
+    sandboxes.nmbrs_world.redirect_uris.add(uri)  # registered exactly, as Nmbrs wants it
+    apply_config(sandbox_config(sandboxes.visma_url, sandboxes.nmbrs_url, redirect_uri=uri), ENV)
+    browser = Browser()
+
+    result = authorise_account("nmbrs", "default", open_url=browser, show_url=lambda url: None, timeout=30)
+
+    assert redirect_of(browser.opened[0]) == uri
+    assert browser.landed is not None and browser.landed.status_code == 200
+    assert NmbrsAccount.load("default").refresh_token is not None
+    assert any("Bakkerij Groep" in line for line in result.company)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("[::1]", marks=needs_ipv6)])
+def test_port_0_takes_a_free_port_and_sends_it_in_the_redirect_uri(configured: None, host: str) -> None:
+    block = VismaNetAccount.load("interactive")
+    block.redirect_uri = f"http://{host}:0/callback"
+    block.save("interactive", overwrite=True)
+    browser = Browser()
+
+    authorise_account("visma", "interactive", open_url=browser, show_url=lambda url: None, timeout=30)
+
+    sent = redirect_of(browser.opened[0])
+    assert sent.startswith(f"http://{host}:") and sent.endswith("/callback")
+    assert urlsplit(sent).port not in (None, 0, 80)
+    assert browser.landed is not None and browser.landed.status_code == 200  # the listener got the redirect
+    saved = VismaNetAccount.load("interactive")
+    assert saved.refresh_token is not None and saved.access_token_valid()
+
+
+def test_port_0_is_refused_where_the_redirect_must_match_exactly(configured: None) -> None:
+    browser = Browser()
+    with pytest.raises(ConnectError, match="exact registered redirect URI"):
+        authorise_account("nmbrs", "default", port=0, open_url=browser, show_url=browser, timeout=30)
+    assert browser.opened == []  # refused before any browser opened
+    assert NmbrsAccount.load("default").refresh_token is None

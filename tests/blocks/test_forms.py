@@ -138,6 +138,7 @@ def test_the_forms_read_in_this_order() -> None:
         "tenant_id",
         "client_id",
         "client_secret",
+        "timeout_seconds",
         "token_url",
         "authorize_url",
         "redirect_uri",
@@ -148,11 +149,13 @@ def test_the_forms_read_in_this_order() -> None:
         "refresh_token",
         "refresh_token_issued_at",
     ]
-    assert form_fields(NmbrsAccount.model_json_schema())[:4] == [
+    assert form_fields(NmbrsAccount.model_json_schema())[:6] == [
         "base_url",
         "client_id",
         "client_secret",
         "subscription_key",
+        "timeout_seconds",
+        "token_url",
     ]
 
 
@@ -195,6 +198,7 @@ def test_slugs_and_field_names_are_unchanged() -> None:
         "refresh_token_issued_at",
         "base_url",
         "refresh_token_lifetime_days",
+        "timeout_seconds",
     }
     assert set(VismaNetAccount.model_fields) == common | {"grant_type", "tenant_id"}
     assert set(NmbrsAccount.model_fields) == common | {"subscription_key"}
@@ -253,6 +257,7 @@ def test_the_server_stores_the_form_and_documents_of_an_older_schema_load(clean_
         )
         loaded = NmbrsAccount.load("saved-long-ago")
         assert loaded.client_id == "old-client"
+        assert loaded.timeout_seconds == 30.0  # a field added since: the default
         assert loaded.refresh_token is not None and loaded.refresh_token.get_secret_value() == "old-refresh-token"
         assert loaded.refresh_token_expires_at is not None and loaded.refresh_token_expires_at.day == 1  # Feb 1
         loaded.save("saved-long-ago", overwrite=True)

@@ -41,17 +41,19 @@ def sandboxes(prefect_api: str, workspace: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def client_timeout(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
-    """`client_timeout(seconds)`: the Visma.net clients the flow builds give up on an answer after `seconds`
-    (the product's default is 30 s; a spike test would otherwise take minutes)."""
+def client_timeout(sandboxes: object) -> Callable[[float], None]:
+    """`client_timeout(seconds)`: every Visma.net account block waits `seconds` for an answer (its
+    `timeout_seconds`, saved as a user sets it in the block form; the default is 30 s, and a spike test would
+    otherwise take minutes). The flow's clients read it from the blocks."""
+    from nmbrs_visma.blocks.listing import read_named_blocks
     from nmbrs_visma.blocks.visma_net import VismaNetAccount
 
-    original = VismaNetAccount.get_client
-
     def set_timeout(seconds: float) -> None:
-        def get_client(self: VismaNetAccount, *, timeout: float = seconds) -> object:
-            return original(self, timeout=timeout)
-
-        monkeypatch.setattr(VismaNetAccount, "get_client", get_client)
+        accounts = read_named_blocks(VismaNetAccount, include_secrets=True)
+        assert accounts, "the demo configuration has no Visma.net account"
+        for name, account in accounts:
+            account.timeout_seconds = seconds
+            account.save(name, overwrite=True, _sync=True)
+        assert all(account.timeout_seconds == seconds for _, account in read_named_blocks(VismaNetAccount))
 
     return set_timeout

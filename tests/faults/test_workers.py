@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 
 from nmbrs_visma.journals.keys import administration_id
-from nmbrs_visma.posting_ledger import LEDGER_URL_ENV, PostingLedger, PostingState
+from nmbrs_visma.posting_ledger import PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.serve import Sandboxes
+from nmbrs_visma.settings import env_name
 from nmbrs_visma.tasks.posting import administration_lock_name
 
 from .support import (
@@ -44,6 +45,8 @@ from .support import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LEDGER_URL_ENV = env_name("ledger_url")  # each worker's own environment, as an operator sets it
 
 ALL = [1001, 1002, 1003]  # five transactions: 1001 March, 1002 March, 1003 January, February, March
 LATENCY = 1.5  # seconds per create: four creates of one administration keep it busy for six seconds
@@ -234,7 +237,7 @@ def test_postgresql_stopped_mid_run_then_back_nothing_twice_nothing_lost(
     world.faults.create_latency = 0.0
     # the first worker has finished, so no create of it is still in flight: an intent it left without a create
     # (the server stopping during its commit) is lost at once instead of waiting out the five-minute settle time
-    again = machine("b", **{LEDGER_URL_ENV: postgres_url, "NMBRS_VISMA_SETTLE_SECONDS": "0"}).start().rows(timeout=180)
+    again = machine("b", **{LEDGER_URL_ENV: postgres_url, env_name("settle_seconds"): "0"}).start().rows(timeout=180)
     ledger = assert_ledger(sandboxes, ALL)  # complete: nothing lost
     assert_rows_match_ledger(again, ledger)
     assert len(api_calls(world, *CREATES)) == 5

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
+import httpx2
 import pandas as pd
 import pytest
 from pydantic import SecretStr
@@ -18,6 +20,7 @@ from nmbrs_visma.clients.nmbrs import (
     NmbrsDocumentTimeout,
     NmbrsNotFound,
     NmbrsRateLimited,
+    NmbrsResponseError,
     NmbrsServerError,
     NmbrsValidationError,
     journal_kind,
@@ -323,3 +326,81 @@ def test_a_world_without_faults_answers_deterministically() -> None:
             assert first.journal_document(run, "journalscostcenterunit") == second.journal_document(
                 again, "journalscostcenterunit"
             )
+
+
+# --- the document size cap --------------------------------------------------------------------------------------
+
+
+class CountingTransport(httpx2.HTTPTransport):
+    """Counts the response bytes the client pulls off the wire (so a test sees how much a reader held)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pulled: dict[str, int] = defaultdict(int)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = super().handle_request(request)
+        path, stream = request.url.path, response.stream
+
+        class Counting(httpx2.SyncByteStream):
+            def __iter__(inner) -> Iterator[bytes]:
+                for chunk in stream:
+                    self.pulled[path] += len(chunk)
+                    yield chunk
+
+            def close(inner) -> None:
+                stream.close()
+
+        response.stream = Counting()
+        return response
+
+
+def test_an_oversized_document_is_refused_while_it_streams_in(server, auth, world) -> None:
+    """A 32 MiB journal against a 256 KiB cap: refused with the company and run named, after reading about
+    the cap (never the whole document), and the emulator stops serving soon after the client hangs up."""
+    cap, chunk = 256 * 1024, 64 * 1024
+    world.document_polls = 0
+    world.document_chunk = chunk
+    demo = next(c for c in COMPANIES if c.number == 1001)
+    huge = b"<transactions>" + b"<!-- padding -->" * (32 * 1024 * 1024 // 16) + b"</transactions>"
+    world.documents[demo.number] = huge
+    transport = CountingTransport()
+    with make_client(server, auth, max_document_bytes=cap, transport=transport) as client:
+        run = march_run(client, demo.number)
+        with pytest.raises(NmbrsResponseError) as info:
+            client.journal_xml(run)
+    error = info.value
+    assert error.code == "document_too_large"
+    text = str(error)
+    assert f"company {demo.number} run {run.run_number} of {run.year}" in text and run.run_id in text
+    assert f"larger than the {cap} bytes allowed" in text
+    (document_path,) = [path for path in transport.pulled if path.startswith("/api/documents/")]
+    assert cap < transport.pulled[document_path] <= cap + 2 * chunk  # read up to the cap, and refused there
+    served = world.document_chunks_served * chunk
+    assert served < len(huge) / 2, f"the emulator sent {served} of {len(huge)} bytes: the reader did not stop"
+
+
+def test_a_document_at_the_cap_is_read_whole_and_one_byte_more_is_refused(server, auth, world) -> None:
+    world.document_polls = 0
+    world.document_chunk = 1000  # streamed in many chunks
+    demo = next(c for c in COMPANIES if c.number == 1001)
+    with make_client(server, auth) as client:
+        run = march_run(client, demo.number)
+        document = client.journal_xml(run)  # the seeded journal, as it is
+    world.documents[demo.number] = document
+    with make_client(server, auth, max_document_bytes=len(document)) as client:
+        assert client.journal_xml(run) == document
+    with (
+        make_client(server, auth, max_document_bytes=len(document) - 1) as client,
+        pytest.raises(NmbrsResponseError, match="document_too_large"),
+    ):
+        client.journal_xml(run)
+
+
+def test_the_default_cap_is_the_journal_files_cap() -> None:
+    import inspect
+
+    from nmbrs_visma.journal_file import MAX_FILE_BYTES
+
+    default = inspect.signature(NmbrsClient).parameters["max_document_bytes"].default
+    assert default == MAX_FILE_BYTES == 200 * 1024 * 1024

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from nmbrs_visma.sandbox.nmbrs.errors import NmbrsApiError
 from nmbrs_visma.sandbox.nmbrs.ledger import JOURNAL_KINDS, JournalKind
@@ -191,6 +192,16 @@ def api_router(world: NmbrsWorld) -> APIRouter:
             if world.never_finish or task.polls_left > 0:
                 task.polls_left -= 1
                 return JSONResponse("Document is being processed", status_code=202)
-        return Response(task.content, media_type="application/octet-stream")
+        content, size = task.content, world.document_chunk
+        if len(content) <= size:
+            world.count_document_chunks(1)
+            return Response(content, media_type="application/octet-stream")
+
+        def chunks() -> Iterator[bytes]:  # a large document streams, so a test sees where the reader stopped
+            for start in range(0, len(content), size):
+                world.count_document_chunks(1)
+                yield content[start : start + size]
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
 
     return router

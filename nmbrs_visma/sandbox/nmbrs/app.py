@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nmbrs_visma.sandbox.echo import EchoSecrets
 from nmbrs_visma.sandbox.nmbrs.api import api_router
 from nmbrs_visma.sandbox.nmbrs.errors import (
     NmbrsApiError,
@@ -91,4 +92,6 @@ def create_app(world: NmbrsWorld | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_middleware(_FaultsAndRecording, world=world)
+    # outermost, so forced faults echo too; the record keeps the spec's bodies
+    app.add_middleware(EchoSecrets, enabled=lambda: world.echo_secrets, fields=("detail", "error_description"))
     return app

@@ -185,6 +185,9 @@ class NmbrsWorld:
     latency: float = 0.0  # seconds added to every /api call
     max_page_size: int = 100  # the server's cap on pageSize (tests lower it to see pagination)
     documents: dict[int, bytes] = field(default_factory=dict)  # company number -> journal served as is
+    document_chunk: int = 64 * 1024  # a document is streamed in chunks of this many bytes
+    document_chunks_served: int = 0  # chunks of documents sent so far (a test sees where a reader stopped)
+    echo_secrets: bool = False  # error bodies echo every credential the request carried (sandbox/echo.py)
     access_token_lifetime: int = 3600
     refresh_token_lifetime: float = 30 * 24 * 3600.0  # sliding: a refresh token expires this long after issue
     code_lifetime: int = 300
@@ -387,6 +390,10 @@ class NmbrsWorld:
                 if self._rng.random() < self.server_error_rate:
                     return self.server_error_status
             return None
+
+    def count_document_chunks(self, count: int) -> None:
+        with self.lock:
+            self.document_chunks_served += count
 
     def record(self, exchange: Exchange) -> None:
         with self.lock:

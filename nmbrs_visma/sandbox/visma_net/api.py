@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nmbrs_visma.sandbox.echo import EchoSecrets
 from nmbrs_visma.sandbox.visma_net.connect import create_connect_router
 from nmbrs_visma.sandbox.visma_net.journal import (
     VismaFault,
@@ -138,6 +139,11 @@ def create_app(world: VismaWorld | None = None) -> FastAPI:
     app.include_router(create_connect_router(world))
 
     app.add_middleware(_RequestId)
+    app.add_middleware(
+        EchoSecrets,
+        enabled=lambda: world.faults.echo_secrets,
+        fields=("ExceptionMessage", "Message", "error_description"),
+    )
 
     @app.exception_handler(VismaFault)
     async def fault(request: Request, exc: VismaFault) -> Response:

@@ -226,6 +226,7 @@ class Faults:
     lose_next_creates: int = 0  # the next N creates commit, then lose the response
     lose_mode: LoseMode = "502"
     lose_timeout: float = 5.0  # "timeout": seconds to hold the answer back (make it exceed the client timeout)
+    echo_secrets: bool = False  # error bodies echo every credential the request carried (sandbox/echo.py)
 
 
 @dataclass(frozen=True)
