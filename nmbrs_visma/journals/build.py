@@ -176,7 +176,7 @@ def _too_large(run: PayrollRun, big: OversizedRun) -> Refusal:
         message=(
             f"company {run.company_number} run {run.run_number} of {run.year} ({run.run_id}): transaction "
             f"{big.transaction} line {big.line} {big.side} {format_cents(big.cents)}: the run's amounts add up to "
-            f"about {big.magnitude / 100:.4g}, past the {format_cents(MAX_SUM_CENTS)} its sums are kept within "
+            f"{format_cents(big.magnitude)}, past the {format_cents(MAX_SUM_CENTS)} its sums are kept within "
             "(a total could overflow); refused rather than booked with a wrong total"
         ),
         company=run.company_number,

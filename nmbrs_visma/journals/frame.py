@@ -131,7 +131,7 @@ class OversizedRun:
     line: int
     side: str  # "debit" or "credit": the biggest line's side
     cents: int  # the biggest line's amount on that side
-    magnitude: float  # the sum of |debit| + |credit| over the run's lines (a float: a bound, never booked)
+    magnitude: int  # the sum of |debit| + |credit| over the run's lines, in cents (exact, Python ints)
 
 
 def runs_past_sum_limit(lines: pd.DataFrame) -> dict[str, OversizedRun]:
@@ -151,13 +151,14 @@ def runs_past_sum_limit(lines: pd.DataFrame) -> dict[str, OversizedRun]:
     work = pd.DataFrame({"run": runs.to_numpy(), "magnitude": magnitude})
     totals = work.groupby("run", sort=False)["magnitude"].sum()
     oversized: dict[str, OversizedRun] = {}
-    for run_id, total in totals[totals >= MAX_SUM_CENTS].items():
+    for run_id in totals[totals >= MAX_SUM_CENTS].index:
         rows = np.flatnonzero(work["run"].to_numpy() == run_id)
         row = int(rows[np.argmax(magnitude[rows])])
         side, cents = ("debit", int(debit[row])) if debit[row] else ("credit", int(credit[row]))
         line = lines.iloc[row]
         where = (int(line["transaction"]), int(line["line"]))
-        oversized[str(run_id)] = OversizedRun(str(run_id), *where, side, cents, float(total))
+        exact = sum(abs(int(debit[i])) + abs(int(credit[i])) for i in rows)  # the float total only screened
+        oversized[str(run_id)] = OversizedRun(str(run_id), *where, side, cents, exact)
     return oversized
 
 

@@ -136,3 +136,19 @@ def background_command(
             yield process
         finally:
             stop(process)
+
+
+def configure_demo_in_child(visma_url: str, nmbrs_url: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Apply the demo configuration against `env`'s Prefect API, in a process of its own: Prefect's in-process
+    services stay bound to the first API they talk to, so the test process must not be the one to write."""
+    code = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-c", code, visma_url, nmbrs_url],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

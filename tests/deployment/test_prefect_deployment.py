@@ -5,15 +5,13 @@ Visma.net emulator, and the run's artifacts are readable."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from nmbrs_visma.sandbox.server import free_port
-from tests.deployment.harness import background, prefect_env, run_prefect, stop, wait_healthy
+from tests.deployment.harness import background, configure_demo_in_child, prefect_env, run_prefect, stop, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -72,17 +70,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
 
             # config apply + Nmbrs connect, in a process of its own: Prefect's in-process services (the
             # concurrency-slot service behind the token lock) would otherwise stay bound to this server
-            configure = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
-            done = subprocess.run(
-                [sys.executable, "-c", configure, sandboxes.visma_url, sandboxes.nmbrs_url],
-                env=client_env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+            configure_demo_in_child(sandboxes.visma_url, sandboxes.nmbrs_url, client_env, REPO)
             with (
                 temporary_settings(updates={PREFECT_API_URL: api_url}),
                 get_client(sync_client=True) as client,

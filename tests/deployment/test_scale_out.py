@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -23,7 +22,7 @@ import httpx2
 import pytest
 
 from nmbrs_visma.sandbox.server import free_port
-from tests.deployment.harness import background, prefect_env, run_prefect, stop, wait_healthy
+from tests.deployment.harness import background, configure_demo_in_child, prefect_env, run_prefect, stop, wait_healthy
 from tests.faults.support import PERIOD, assert_ledger, booked_ledger, expected_ledger
 
 if TYPE_CHECKING:
@@ -135,17 +134,7 @@ def test_two_workers_on_postgres_post_every_journal_exactly_once(
             assert "backfill-correction-periods/backfill" in deployed
 
             # in a process of its own, as in test_prefect_deployment.py (Prefect's in-process services)
-            configure = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
-            done = subprocess.run(
-                [sys.executable, "-c", configure, sandboxes.visma_url, sandboxes.nmbrs_url],
-                env=client_env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+            configure_demo_in_child(sandboxes.visma_url, sandboxes.nmbrs_url, client_env, REPO)
             sandboxes.visma_world.faults.create_latency = 1.0  # slow creates: the runs overlap
 
             with (

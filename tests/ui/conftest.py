@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nmbrs_visma.sandbox.server import free_port
-from tests.deployment.harness import background, prefect_env, run_prefect, wait_healthy
+from tests.deployment.harness import background, configure_demo_in_child, prefect_env, run_prefect, wait_healthy
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -167,17 +165,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
             )
             # in a process of its own, as in tests/deployment: Prefect's in-process services stay bound to the
             # first API they talk to
-            configure = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
-            done = subprocess.run(
-                [sys.executable, "-c", configure, sandboxes.visma_url, sandboxes.nmbrs_url],
-                env=client_env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+            configure_demo_in_child(sandboxes.visma_url, sandboxes.nmbrs_url, client_env, REPO)
             worker_args = ["worker", "start", "--pool", POOL, "--type", "process", "--limit", "2"]
             running.enter_context(background(worker_args, worker_env, worker_dir, worker_log))
             running.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
