@@ -8,8 +8,8 @@ as the real services are remote: their work is not charged to either contender. 
 fresh Visma.net emulator each time, a bare asyncio httpx2 script posts the same prebuilt payloads (the core's
 own parse and build) with the same concurrency: `--workers` administrations creating at once, each
 administration's periods in order (the bench counts the creates in flight on both sides, and stops if the
-pipeline's exceed `--workers`). The pipeline runs up to twice `--workers` administrations at once, each its
-straight line (runs found, journals read and planned in its `prepare` task, then its `post` task): while
+pipeline's exceed `--workers`). The pipeline runs up to three times `--workers` administrations at once, each
+its straight line (runs found, journals read and planned in its `prepare` task, then its `post` task): while
 `--workers` of them create, the others read Nmbrs and look up their periods; the bare script has nothing to
 read or record. Both are repeated at zero latency, where the difference is the pipeline's own cost.
 
@@ -94,7 +94,7 @@ class PeakRss:
 
 class CpuClock:
     """CPU seconds spent by this process, the emulators' processes and the other children (the Prefect test
-    server), read from /proc: on a 2-core machine they share the cores, so this says who is busy."""
+    server), read from /proc: they share the machine's cores, so this says who is busy."""
 
     TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
-import sys
-import traceback
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
+
+from nmbrs_visma.output import fail_with, stdout_console
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,12 +36,10 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import BlockDocument
     from prefect.events.schemas.automations import Automation, AutomationCore
-    from rich.console import Console
 
 ALERT_TAG = "nmbrs-visma"
 NAME_PREFIX = "nmbrs-visma alert: "
 ALERT_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut")
-DEBUG_ENV = "NMBRS_VISMA_DEBUG"  # as the other commands: set, an unexpected failure prints its traceback
 NOTIFY_CAPABILITY = "notify"  # what every NotificationBlock's schema declares (the server's action checks it)
 
 # Rendered by the Prefect server (prefect/server/events/actions.py: flow_run, flow, deployment are read from the
@@ -364,58 +361,43 @@ def remove_alerts(ref: str | None, *, every: bool = False) -> list[Alert]:
 # -- the command line ----------------------------------------------------------------------------------------
 
 
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False, stderr=stderr)
-
-
 def _guarded(work: Callable[[], T]) -> T:
-    """Run `work()`, turning every failure into an AlertError of one line (no traceback, no type names; as the
-    other commands, NMBRS_VISMA_DEBUG=1 prints the traceback of an unexpected one)."""
+    """Run `work()`, turning the Prefect server's refusal or absence into an AlertError that says so in one line;
+    any other failure propagates, for `_failed` to print as every command prints one."""
     import httpx
     from prefect.exceptions import PrefectHTTPStatusError
 
     try:
         return work()
-    except AlertError:
-        raise
     except PrefectHTTPStatusError as exc:
         detail = " ".join(exc.response.text.split())[:300]
         raise AlertError(
             f"the Prefect server at {_api_url()} refused the request ({exc.response.status_code}): {detail}"
-        ) from None
+        ) from exc
     except httpx.HTTPError as exc:
         raise AlertError(
             f"cannot reach the Prefect server at {_api_url()} ({exc}); is `prefect server start` running?"
-        ) from None
-    except Exception as exc:
-        message = " ".join(str(exc).split()) or "no message"
-        if os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes"}:
-            traceback.print_exception(exc, file=sys.stderr)
-            raise AlertError(f"unexpected failure: {message}") from None
-        raise AlertError(f"unexpected failure: {message} (run with {DEBUG_ENV}=1 for the traceback)") from None
+        ) from exc
 
 
-def _fail(message: str) -> int:
-    from rich.markup import escape
-
-    _console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    return 2
+def _failed(exc: Exception) -> int:
+    """An alerts command's failure, printed by the shared printer: an AlertError is its message, anything else
+    an unexpected failure (its traceback with NMBRS_VISMA_DEBUG=1); exit status 2."""
+    return fail_with(exc, expected=(AlertError,))
 
 
 def run_alerts_add(block: str) -> int:
     """`nmbrs-visma alerts add --block NAME`: 0 when the alert is there (added, updated or already so), 2 if not."""
     try:
         outcome, alert = _guarded(lambda: add_alert(block))
-    except AlertError as exc:
-        return _fail(str(exc))
+    except Exception as exc:
+        return _failed(exc)
     said = {
         "added": "Added",
         "updated": "Updated",
         "unchanged": "Already there:",
     }[outcome]
-    console = _console()
+    console = stdout_console()
     console.print(
         f"{said} alert to {alert.block}: a message when a run of {', '.join(alert.flows)} ends "
         f"{', '.join(alert.events)} (Prefect automation '{NAME_PREFIX}{alert.block}').",
@@ -429,13 +411,13 @@ def run_alerts_list(output: Format = "table") -> int:
     """`nmbrs-visma alerts list`: this project's alerts (table, or JSON for scripts); 0, or 2 when unreadable."""
     try:
         alerts = _guarded(list_alerts)
-    except AlertError as exc:
-        return _fail(str(exc))
+    except Exception as exc:
+        return _failed(exc)
     if output == "json":
         rows = [{**asdict(alert), "automation_id": str(alert.automation_id), "state": alert.state} for alert in alerts]
         print(json.dumps(rows, indent=2))
         return 0
-    console = _console()
+    console = stdout_console()
     if not alerts:
         console.print("No alerts. `nmbrs-visma alerts add --block NAME` makes one.", markup=False, soft_wrap=True)
         return 0
@@ -464,9 +446,9 @@ def run_alerts_remove(block: str | None, every: bool = False) -> int:
     """`nmbrs-visma alerts remove --block NAME | --all`: 0 when removed, 1 when no alert matched, 2 on error."""
     try:
         removed = _guarded(lambda: remove_alerts(block, every=every))
-    except AlertError as exc:
-        return _fail(str(exc))
-    console = _console()
+    except Exception as exc:
+        return _failed(exc)
+    console = stdout_console()
     if not removed:
         what = "no alerts to remove" if every else f"no alert sends to block {block}"
         console.print(f"{what}; `nmbrs-visma alerts list` shows them", markup=False, soft_wrap=True)

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmbrs_visma.output import OutputFormat, note, print_rows, progress_display, stderr_console
+from nmbrs_visma.output import (
+    OutputFormat,
+    debug_enabled,
+    fail,
+    fail_with,
+    note,
+    print_rows,
+    progress_display,
+    stderr_console,
+)
 from nmbrs_visma.results import (
     STATUS_STYLES,
     StatusRow,
@@ -32,19 +39,12 @@ from nmbrs_visma.results import (
 if TYPE_CHECKING:
     from nmbrs_visma.outcomes import StatusLine
 
-DEBUG_ENV = "NMBRS_VISMA_DEBUG"
-
-
-# -- errors: one line, no Python type names --------------------------------------------------------------
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+# -- errors: one line, no Python type names (printed by `nmbrs_visma.output.fail`, as every command's) -----
 
 
 def _expected() -> tuple[type[BaseException], ...]:
     """The errors whose own message says what is wrong (a value, a file, the ledger, an account, an API)."""
-    from nmbrs_visma.clients.http import ApiError
+    from nmbrs_visma.clients.errors import ApiError
     from nmbrs_visma.config import ConfigError
     from nmbrs_visma.posting_ledger import LedgerUnavailable, LockTimeout
     from nmbrs_visma.tasks.reference import ReferenceUnavailable
@@ -62,28 +62,13 @@ def _expected() -> tuple[type[BaseException], ...]:
     )
 
 
-def _fail(message: str) -> int:
-    """`error: <message>` on stderr, one line; exit status 2."""
-    from rich.text import Text
-
-    # the message as text, never markup: a reason may hold brackets ([nv:...], [1001])
-    stderr_console().print(Text.assemble(("error:", "red"), " ", _one_line(message)), soft_wrap=True)
-    return 2
+_fail = fail  # `error: <message>` on stderr, one line; exit status 2
 
 
 def _error(exc: BaseException) -> int:
-    """An exception as one line: its message when it is one of the expected kinds, else the message and how to
-    see the traceback (printed too when NMBRS_VISMA_DEBUG=1)."""
-    debug = _debug()
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    message = _one_line(str(exc))
-    if isinstance(exc, _expected()):
-        return _fail(message or "the command could not run")
-    hint = "" if debug else f" (run with {DEBUG_ENV}=1 for the traceback)"
-    return _fail(f"unexpected failure: {message or 'no message'}{hint}")
+    """An exception as one line (`fail_with`): its message when it is one of the expected kinds, else the
+    message and how to see the traceback (printed too when NMBRS_VISMA_DEBUG=1)."""
+    return fail_with(exc, expected=_expected())
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -103,7 +88,7 @@ class _WithoutTraceback(logging.Formatter):
 def _one_line_logs() -> Iterator[None]:
     """While a flow runs in this process, Prefect's console logs print a failure's message without its traceback
     (the command's own error line says what went wrong; the Prefect UI and NMBRS_VISMA_DEBUG=1 show the rest)."""
-    if _debug():
+    if debug_enabled():
         yield
         return
     from prefect.logging.handlers import APILogHandler
@@ -123,10 +108,6 @@ def _one_line_logs() -> Iterator[None]:
     finally:
         for handler, formatter in kept.items():
             handler.setFormatter(formatter)
-
-
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def _interrupted() -> int:

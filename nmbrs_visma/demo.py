@@ -122,7 +122,7 @@ def connect_demo_nmbrs(account: str = "default") -> None:
 
     block = NmbrsAccount.load(account, _sync=True)
     auth = block.get_auth()
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     auth.complete_authorization(approve_authorization(request.url), request)  # saves the tokens to the block
 
 

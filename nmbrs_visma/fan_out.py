@@ -25,8 +25,8 @@ def at_once(calls: Sequence[Callable[[], _T]], *, most: int = 4) -> list[_T]:
     first exception is raised, after every call has ended). The calls must not use `at_once` themselves: they
     run on a shared pool of bounded size.
 
-    Why one pool for the process: a pool per call started its threads each time, and a busy run waited for each
-    new thread to get the interpreter lock before its first request left.
+    Why one pool for the process: a pool per call would start its threads each time, and in a busy run each new
+    thread waits for the interpreter lock before its first request leaves.
     """
     if len(calls) <= 1:
         return [call() for call in calls]

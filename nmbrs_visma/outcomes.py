@@ -200,7 +200,8 @@ def _row(outcome: RunOutcome) -> StatusRow:
 
 
 def entry_row(entry: PostingEntry) -> StatusRow:
-    """A posting of the postings table as a status row (what `status` showed before outcomes were recorded)."""
+    """A posting of the postings table as a status row: what `status` shows of a run whose outcome is not
+    recorded, or older than its postings (a pass stopped before it recorded its own)."""
     what = "reversal of batch " + entry.reverses if entry.reverses else ""
     if entry.state is PostingState.SENT:
         status, reason = Status.SENT, ("released" if entry.released else entry.message)

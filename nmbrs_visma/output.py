@@ -13,6 +13,9 @@ same keys in every record) and its table as one or more layouts (lists of `Colum
 - `csv`: a header row of the keys, then one row per record, values written as in JSON (null as empty).
 
 JSON and CSV put nothing else on stdout: a command's notes go through `note`, to stderr in those formats.
+
+Errors likewise have one printer, `fail` / `fail_with`: `error: <message>` on stderr in one line, exit status 2,
+no Python type names, the traceback only with `NMBRS_VISMA_DEBUG=1`.
 """
 
 from __future__ import annotations
@@ -131,6 +134,51 @@ def note(message: str, output: OutputFormat = "table", *, console: Console | Non
     """A line for the person running the command: with the table on stdout, on stderr in a machine format."""
     target = console if console is not None else stdout_console() if output == "table" else stderr_console()
     target.print(message, markup=False, soft_wrap=True)  # one line: a path or a command is copied whole
+
+
+# -- errors: one line, no Python type names ----------------------------------------------------------------
+
+DEBUG_ENV = "NMBRS_VISMA_DEBUG"  # 1 / true / yes: a command's error also prints its traceback
+
+
+def debug_enabled() -> bool:
+    """Whether `NMBRS_VISMA_DEBUG` asks for tracebacks; read at each call, so a test or a shell may set it late."""
+    import os
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def one_line(text: str) -> str:
+    """The text's non-blank lines joined by `; `: an error stays one line whatever its source wrote."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def fail(message: str) -> int:
+    """`error: <message>` on stderr, one line; returns exit status 2 (the command itself could not run).
+
+    Every command's errors go through here (and `fail_with`), so a payroll admin reads them all the same way."""
+    from rich.text import Text
+
+    # the message as text, never markup: a reason may hold brackets ([nv:...], [1001])
+    stderr_console().print(Text.assemble(("error:", "red"), " ", one_line(message)), soft_wrap=True)
+    return 2
+
+
+def fail_with(exc: BaseException, *, expected: tuple[type[BaseException], ...] = ()) -> int:
+    """`fail` for an exception: its message alone when it is one of the `expected` kinds (whose message says
+    what is wrong), else `unexpected failure: <message>` and how to see the traceback. With `NMBRS_VISMA_DEBUG`
+    set, the traceback is printed first, for any kind. Never the exception's type name: the reader is a person
+    running a command, not a developer."""
+    debug = debug_enabled()
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    message = one_line(str(exc))
+    if isinstance(exc, expected):
+        return fail(message or "the command could not run")
+    hint = "" if debug else f" (run with {DEBUG_ENV}=1 for the traceback)"
+    return fail(f"unexpected failure: {message or 'no message'}{hint}")
 
 
 # -- the table ---------------------------------------------------------------------------------------------

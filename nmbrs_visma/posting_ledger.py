@@ -720,7 +720,7 @@ def _now() -> dt.datetime:
 def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...], kept: tuple[str, ...] = ()) -> sa.Insert:
     """`INSERT ... ON CONFLICT (keys) DO UPDATE` of every other column (but `kept`), built once per dialect and
     table and executed with a list of rows (the driver's executemany): a multi-row VALUES statement would be
-    compiled anew for every write, which costs more than the write (tens of milliseconds per hundred rows)."""
+    compiled anew for every write, work that outweighs the write itself (docs/reliability.md)."""
     insert = (sqlite if dialect == "sqlite" else postgresql).insert(table)
     updated = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in {*keys, *kept}}
     return insert.on_conflict_do_update(index_elements=list(keys), set_=updated)

@@ -4,9 +4,11 @@ The per-account token lock, and the per-administration posting lock (`server_loc
 keeps workers that share only the Prefect server from looking up and creating one administration's journals
 at the same time. `server_lock` goes through one lease broker per process (one thread, one client): requests
 that arrive together share one lease call (the server grants all of a call's limits or none), and a busy
-server is asked again within milliseconds. Why: on a Prefect server on SQLite every lease call is a write that
-contends with the server's own, and two calls per administration, each at risk of the client's 2 s back-off
-after a 503, made this lock the run's bottleneck (docs/reliability.md, benchmark).
+server is asked again after `BUSY_RETRY_SECONDS`, doubled up to a second. Why: on a Prefect server on SQLite
+every lease call is a write that contends with the server's own and is answered 503 when it meets another;
+the Prefect client would answer that 503 with its own back-off of 2 s and more, and each administration needs
+a lease, so calls shared and retried at once keep the lock off the run's critical path (what it cost before
+and after: docs/reliability.md).
 
 Why: a refresh token is rotated on use and `Block.save(overwrite=True)` is last-writer-wins, so two runs
 (or workers) refreshing one account at once would lose a token pair. Every refresh of a rotating account
@@ -448,7 +450,7 @@ class _LeaseCalls:
     """The three lease calls, each sent once. Not through the client's methods: its `send` answers a 503 by
     sleeping 2 s and more before the next try (and even after the last one), and a Prefect server on SQLite
     answers 503 whenever a write meets another (SQLITE_BUSY_SNAPSHOT), which would hold up every lock of the
-    process; the broker asks again within milliseconds instead. The request is built and sent by the client's
+    process; the broker asks again after `BUSY_RETRY_SECONDS` instead. The request is built and sent by the client's
     own httpx client (its base URL, authentication and CSRF token), only without that retry loop."""
 
     def __init__(self, client: SyncPrefectClient) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
@@ -13,6 +12,7 @@ from nmbrs_visma.clients.nmbrs import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, D
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsAuth, NmbrsClient
+    from nmbrs_visma.clients.oauth import TokenCallback, TokenGuard
 
 DEFAULT_TIMEOUT_SECONDS = 30.0  # an account's HTTP time-out unless its block says otherwise
 
@@ -94,41 +94,25 @@ class NmbrsAccount(OAuthAccount):
         token = super().token_dict()
         expires = self.refresh_token_expires_at
         if token is not None and expires is not None:
-            token["refresh_expires_at"] = expires.timestamp()  # NmbrsAuth refuses a lapsed refresh token early
+            token["refresh_expires_at"] = expires.timestamp()  # the auth refuses a lapsed refresh token early
         return token
 
-    def get_auth(self, *, guarded: bool = True, on_token: Callable[[dict[str, Any]], None] | None = None) -> NmbrsAuth:
-        """The Nmbrs identity auth for this account; every new token pair is saved to this block at once.
-
-        `guarded` (a saved block): a renewal takes the account's token lock and re-reads the block first.
-        The token refresh task, already holding the lock, asks for an unguarded one.
-        """
+    def _auth(self, *, on_token: TokenCallback, guard: TokenGuard | None) -> NmbrsAuth:
         from nmbrs_visma.clients.nmbrs import NmbrsAuth
 
-        settings: dict[str, Any] = {
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "redirect_uri": self.redirect_uri,
-            "token": self.token_dict(),
-            "on_token": on_token or self.store_token,
-            "authorize_url": self.authorize_url,
-            "token_url": self.token_url,
-            "scopes": list(self.scopes),
-            "refresh_token_lifetime": dt.timedelta(days=self.refresh_token_lifetime_days),
-        }
-        if guarded and self._block_document_name is not None:
-            from nmbrs_visma.blocks.guarded_auth import GuardedNmbrsAuth
-
-            return GuardedNmbrsAuth(account_type=type(self), account=self._block_document_name, **settings)
-        return NmbrsAuth(**settings)
-
-    def renew_token(self) -> None:
-        """Trade the refresh token for a new pair (rotation); saved at once."""
-        auth = self.get_auth(guarded=False)
-        try:
-            auth.refresh()
-        finally:
-            auth.close()
+        return NmbrsAuth(
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            redirect_uri=self.redirect_uri,
+            token=self.token_dict(),
+            on_token=on_token,
+            guard=guard,
+            authorize_url=self.authorize_url,
+            token_url=self.token_url,
+            scopes=list(self.scopes),
+            refresh_token_lifetime=dt.timedelta(days=self.refresh_token_lifetime_days),
+            timeout=self.timeout_seconds,
+        )
 
     def get_client(self, *, timeout: float | None = None) -> NmbrsClient:
         """An Nmbrs REST client (close it, or use it as a context manager) that waits `timeout` seconds for an
@@ -137,7 +121,7 @@ class NmbrsAccount(OAuthAccount):
 
         return NmbrsClient(
             base_url=self.base_url,
-            auth=self.get_auth(),
+            auth=self._auth(on_token=self.store_token, guard=self._guard()),
             subscription_key=self.subscription_key,
             timeout=self.timeout_seconds if timeout is None else timeout,
         )

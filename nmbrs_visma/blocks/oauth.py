@@ -1,21 +1,29 @@
 """The OAuth 2.0 part both account blocks share: client settings and the current token pair, saved at once.
 
 Why one base: a rotated refresh token is valid exactly once, so every place that receives a new token pair
-(the token refresh task, `connect`, a client refreshing mid-run) must write it back to the block the moment
-it arrives. `store_token` is that one place; `token_dict` hands the pair to the authlib-based auth classes.
+(the token refresh task, `connect`, a client renewing mid-run) must write it back to the block the moment it
+arrives. `store_token` is that one place; `token_dict` hands the pair to the auth (clients/oauth.py), and
+`SavedAccountGuard` is the auth's guard for a saved block: a renewal mid-run takes the account's token lock (a
+Prefect global concurrency limit) and re-reads the block first, so that it adopts the pair another run saved
+meanwhile instead of spending the refresh token that run already spent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
 from nmbrs_visma.blocks.schema import CachedJsonSchema
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.oauth import OAuth2Auth, TokenCallback, TokenGuard
 
 _STORE_LOCK = threading.Lock()  # one client may be shared by a thread pool; keep the fields and the save together
 
@@ -141,17 +149,38 @@ class OAuthAccount(CachedJsonSchema, CredentialsBlock):
         """The auth classes' `on_token` callback: take the new pair and save the block at once.
 
         Only a refresh-token account is saved: its pair rotates and must never be lost. A service account's
-        token is fetched per run and kept in memory (nothing rotates, and the token stays out of the database;
-        a block save per account per run was most of a run's own cost).
+        token is fetched per run and kept in memory: nothing rotates, the token stays out of the database, and a
+        run does not pay a block save per account.
         """
         with _STORE_LOCK:
             self.apply_token(token)
             if self.uses_refresh_token and self._block_document_name is not None:
                 self.save(overwrite=True, _sync=True)
 
+    def get_auth(self, *, guarded: bool = True, on_token: TokenCallback | None = None) -> OAuth2Auth:
+        """The auth for this account; every new token pair goes to `on_token` (default: saved to this block).
+
+        `guarded` (a saved block whose token rotates): a renewal takes the account's token lock and re-reads the
+        block first. The token refresh task and `connect`, already holding the lock or alone, ask for an
+        unguarded one.
+        """
+        return self._auth(on_token=on_token or self.store_token, guard=self._guard(guarded))
+
+    def _guard(self, guarded: bool = True) -> TokenGuard | None:
+        name = self._block_document_name
+        return SavedAccountGuard(type(self), name) if guarded and self.uses_refresh_token and name else None
+
+    def _auth(self, *, on_token: TokenCallback, guard: TokenGuard | None) -> OAuth2Auth:
+        """The system's auth class built from this block's fields."""
+        raise NotImplementedError
+
     def renew_token(self) -> None:
         """Get a new token pair now (saved at once). The caller holds the account's token lock."""
-        raise NotImplementedError
+        auth = self.get_auth(guarded=False)
+        try:
+            auth.renew()
+        finally:
+            auth.close()
 
     def forget_tokens(self) -> None:
         """Drop both tokens (a revoked grant); the block keeps its client settings."""
@@ -163,3 +192,19 @@ class OAuthAccount(CachedJsonSchema, CredentialsBlock):
     @property
     def account_name(self) -> str:
         return self._block_document_name or "(unsaved)"
+
+
+@dataclass(frozen=True)
+class SavedAccountGuard:
+    """The `TokenGuard` of a saved account block: its token lock, and its token as saved now."""
+
+    account_type: type[OAuthAccount]
+    name: str
+
+    def hold(self) -> contextlib.AbstractContextManager[object]:
+        from nmbrs_visma.blocks.locks import token_lock
+
+        return token_lock(self.account_type, self.name)
+
+    def saved_token(self) -> Mapping[str, Any] | None:
+        return self.account_type.load(self.name, _sync=True).token_dict()

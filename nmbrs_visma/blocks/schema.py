@@ -1,10 +1,10 @@
 """The JSON schema of a block class, computed once per process.
 
 Why: Prefect's `Block.save` asks for the block's JSON schema once per field (to find the secret fields) and
-again while serialising, and pydantic builds it from scratch each time: milliseconds per call, most of a
-save. `nmbrs-visma config apply` saves one block per account and per company, so a bureau's 500 companies
-spent minutes there. A class's schema does not change while the process runs, so it is built once per class
-and arguments and handed out as a copy (callers may change what they get).
+again while serialising, and pydantic builds it from scratch each time, so the schema, not the data, would be
+the work of a save; `nmbrs-visma config apply` saves one block per account and per company, so that work
+grows with the bureau (docs/reliability.md). A class's schema does not change while the process runs, so it is
+built once per class and arguments and handed out as a copy (callers may change what they get).
 
 The schema is also where the Prefect UI's block form comes from: it lays the fields out by each property's
 `position` (Prefect numbers them in field declaration order, parent class first). A block that declares

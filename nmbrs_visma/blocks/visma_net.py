@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -11,6 +10,7 @@ from nmbrs_visma.blocks.oauth import ENDPOINT_FIELDS, TOKEN_FIELDS, OAuthAccount
 from nmbrs_visma.clients.visma_connect import DEFAULT_AUTHORIZE_URL, DEFAULT_TOKEN_URL
 
 if TYPE_CHECKING:
+    from nmbrs_visma.clients.oauth import TokenCallback, TokenGuard
     from nmbrs_visma.clients.visma_connect import VismaConnectAuth
     from nmbrs_visma.clients.visma_net import VismaNetClient
 
@@ -108,41 +108,23 @@ class VismaNetAccount(OAuthAccount):
     def uses_refresh_token(self) -> bool:
         return self.grant_type == "authorization_code"
 
-    def get_auth(
-        self, *, guarded: bool = True, on_token: Callable[[dict[str, Any]], None] | None = None
-    ) -> VismaConnectAuth:
-        """The Visma Connect auth for this account; every new token pair is saved to this block at once.
-
-        `guarded` (a saved interactive account): a renewal takes the account's token lock and re-reads the
-        block first. The token refresh task, already holding the lock, asks for an unguarded one.
-        """
+    def _auth(self, *, on_token: TokenCallback, guard: TokenGuard | None) -> VismaConnectAuth:
         from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 
-        settings: dict[str, Any] = {
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "flow": "interactive" if self.uses_refresh_token else "service",
-            "tenant_id": self.tenant_id or None,
-            "redirect_uri": self.redirect_uri,
-            "token": self.token_dict(),
-            "on_token": on_token or self.store_token,
-            "token_url": self.token_url,
-            "authorize_url": self.authorize_url,
-            "scopes": self.scopes or None,
-        }
-        if guarded and self.uses_refresh_token and self._block_document_name is not None:
-            from nmbrs_visma.blocks.guarded_auth import GuardedVismaConnectAuth
-
-            return GuardedVismaConnectAuth(account_type=type(self), account=self._block_document_name, **settings)
-        return VismaConnectAuth(**settings)
-
-    def renew_token(self) -> None:
-        """Refresh (interactive) or fetch a new client-credentials token (service); saved at once."""
-        auth = self.get_auth(guarded=False)
-        try:
-            auth.renew()
-        finally:
-            auth.close()
+        return VismaConnectAuth(
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            flow="interactive" if self.uses_refresh_token else "service",
+            tenant_id=self.tenant_id or None,
+            redirect_uri=self.redirect_uri,
+            token=self.token_dict(),
+            on_token=on_token,
+            guard=guard,
+            token_url=self.token_url,
+            authorize_url=self.authorize_url,
+            scopes=self.scopes or None,
+            timeout=self.timeout_seconds,
+        )
 
     def get_client(self, *, timeout: float | None = None) -> VismaNetClient:
         """A Visma.net ERP client for this tenant (close it, or use it as a context manager) that waits `timeout`
@@ -150,5 +132,7 @@ class VismaNetAccount(OAuthAccount):
         from nmbrs_visma.clients.visma_net import VismaNetClient
 
         return VismaNetClient(
-            base_url=self.base_url, auth=self.get_auth(), timeout=self.timeout_seconds if timeout is None else timeout
+            base_url=self.base_url,
+            auth=self._auth(on_token=self.store_token, guard=self._guard()),
+            timeout=self.timeout_seconds if timeout is None else timeout,
         )

@@ -1,4 +1,4 @@
-"""Shared httpx2 plumbing for the API clients: typed errors, rate limits, retries of safe calls.
+"""Shared httpx2 plumbing for the API clients: rate limits, retries of safe calls, errors as the shared tree.
 
 Why: both Visma.net and Nmbrs throttle (429 + `Retry-After`), fail transiently (5xx, dropped connections)
 and answer errors in their own JSON shape. One small sender handles that the same way for both, and makes
@@ -15,200 +15,34 @@ How to use it::
     response = sender.request("PUT", "/api/y", json=b, idempotent=True)  # caller vouches it is safe to repeat
     sender.rate_limit                                            # last X-RateLimit-* seen (or None)
 
-Every non-2xx answer raises an `ApiError` subclass (`AuthError`, `NotFound`, `ValidationError`, `Conflict`,
-`RateLimited`, `ServerError`, or `ApiError` itself for other codes); a network failure raises
-`TransportError`. Their text names the API, method, path, status, the API's fault code and message and the
-request id, and never a secret: a `Scrubber` that knows the client's secrets (client secret, subscription key,
-the tokens as they rotate) redacts them from every error text, and the failed request's own credential headers
-are redacted too, even when the server's body echoes them. Tests inject `sleep` (and `clock`) so that waits are
-recorded instead of slept.
+Every non-2xx answer raises the `ApiError` subclass of its status (clients/errors.py draws the tree); a network
+failure raises `TransportError`. Their text names the API, method, path, status, the API's fault code and
+message and the request id, and never a secret: the client's `Scrubber` (clients/secrets.py) redacts its
+secrets from every error text, and the failed request's own credential headers too, even when the server's
+body echoes them. Tests inject `sleep` (and `clock`) so that waits are recorded instead of slept.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import functools
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
-from urllib.parse import quote, quote_plus
+from typing import Any, ClassVar, Self
 
 import httpx2
-from pydantic import SecretStr
+
+from nmbrs_visma.clients.errors import ApiError, RateLimited, TransportError, error_class
+from nmbrs_visma.clients.secrets import NO_SECRETS, Scrubber, request_credentials
 
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_MESSAGE = 500
-REDACTED = "***"
-MIN_SECRET_LENGTH = 8  # shorter values are not redacted: they would blank ordinary words, and no key is that short
-_CREDENTIAL_HEADERS = ("Authorization", "X-Subscription-Key", "Cookie")
-
-
-# --- secrets out of error text -------------------------------------------------------------------------------
-
-SecretValue = SecretStr | str | None
-
-
-def _plain(value: SecretValue) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return value or ""
-
-
-class Scrubber:
-    """Redacts the secrets of one client from any text it builds (error messages, quoted bodies and URLs).
-
-    Sources are fixed values (`SecretStr` or str), callables read at every use (so a token that rotates is
-    redacted in its current value), or another `Scrubber` (a client's scrubber includes its auth's). Each
-    secret is redacted as is and URL-encoded (how a form or query would echo it). Why one object per client:
-    an API may echo a request's credentials in its error body, and every error text of the clients passes
-    through here before it becomes an exception, a log line, a status row or an artifact.
-    """
-
-    def __init__(self, *sources: SecretSource) -> None:
-        self._sources: list[SecretSource] = list(sources)
-
-    def add(self, *sources: SecretSource) -> None:
-        self._sources.extend(sources)
-
-    def secrets(self) -> set[str]:
-        """The secret values (at least `MIN_SECRET_LENGTH` long) the sources hold now."""
-        found: set[str] = set()
-        for source in self._sources:
-            if isinstance(source, Scrubber):
-                found |= source.secrets()
-            elif callable(source):
-                found |= {_plain(value) for value in source()}
-            else:
-                found.add(_plain(source))
-        return {value for value in found if len(value) >= MIN_SECRET_LENGTH}
-
-    def __call__(self, text: str, *extra: SecretValue) -> str:
-        """`text` with every secret (and every `extra` value) replaced by `***`, longest first."""
-        values = self.secrets() | {v for v in map(_plain, extra) if len(v) >= MIN_SECRET_LENGTH}
-        return redact(text, values)
-
-
-SecretSource = SecretValue | Callable[[], Iterable[SecretValue]] | Scrubber
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with each secret, raw or URL-encoded, replaced by `***` (longest first, so no part survives)."""
-    forms = {form for secret in secrets if secret for form in (secret, quote(secret, safe=""), quote_plus(secret))}
-    for form in sorted(forms, key=len, reverse=True):
-        if form in text:
-            text = text.replace(form, REDACTED)
-    return text
-
-
-def request_credentials(request: httpx2.Request) -> list[str]:
-    """The credentials a request carried (bearer/basic values, subscription key, cookie): redacted from what
-    its answer says, whichever token was current when it was sent."""
-    values: list[str] = []
-    for name in _CREDENTIAL_HEADERS:
-        value = request.headers.get(name, "")
-        values.append(value)
-        values.extend(value.split(" ")[1:])  # "Bearer <token>", "Basic <credentials>"
-    return values
-
-
-def basic_credentials(client_id: str, client_secret: SecretStr) -> tuple[str, ...]:
-    """The `client_secret_basic` header values (as authlib encodes them, and URL-quoted as RFC 6749 2.3.1 has
-    it): an identity server that echoes the header it got would otherwise show the secret base64-encoded."""
-    secret = client_secret.get_secret_value()
-    texts = (f"{client_id}:{secret}", f"{quote(client_id, safe='')}:{quote(secret, safe='')}")
-    return tuple(base64.b64encode(text.encode("latin-1", "replace")).decode("ascii") for text in texts)
-
-
-NO_SECRETS = Scrubber()
-
-
-class ApiError(Exception):
-    """An API answered with an error status; carries what support needs, never a secret."""
-
-    def __init__(
-        self,
-        status: int | None,
-        code: str | None,
-        message: str,
-        request_id: str | None = None,
-        *,
-        api: str = "",
-        method: str = "",
-        path: str = "",
-    ) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        self.api = api
-        self.method = method
-        self.path = path
-        super().__init__(self._text())
-
-    def _text(self) -> str:
-        where = " ".join(part for part in (self.api, self.method, self.path) if part)
-        status = f"HTTP {self.status}" if self.status is not None else "no response"
-        code = f" [{self.code}]" if self.code else ""
-        request = f" (request id {self.request_id})" if self.request_id else ""
-        return f"{where}: {status}{code}: {self.message}{request}" if where else f"{status}{code}: {self.message}"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._text()!r})"
-
-
-class AuthError(ApiError):
-    """401/403: the token is missing, expired, revoked, or not valid for this tenant/company."""
-
-
-class NotFound(ApiError):
-    """404."""
-
-
-class ValidationError(ApiError):
-    """400/422: the API refused the request's content (unknown account, closed period, unbalanced, ...)."""
-
-
-class Conflict(ApiError):
-    """409."""
-
-
-class RateLimited(ApiError):
-    """429 that was not waited out (too many in a row, or `Retry-After` longer than the policy allows)."""
-
-    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(*args, **kwargs)
-
-
-class ServerError(ApiError):
-    """5xx (after the retries a safe call is allowed; a create gets none)."""
-
-
-class TransportError(ApiError):
-    """No usable HTTP answer: connection refused or dropped, timeout. For a create the outcome is unknown."""
-
-
-def error_class(status: int) -> type[ApiError]:
-    if status in (401, 403):
-        return AuthError
-    if status == 404:
-        return NotFound
-    if status in (400, 422):
-        return ValidationError
-    if status == 409:
-        return Conflict
-    if status == 429:
-        return RateLimited
-    if status >= 500:
-        return ServerError
-    return ApiError
 
 
 # --- error bodies, one parser per API ------------------------------------------------------------------------
@@ -398,6 +232,7 @@ class Sender:
                     api=self.style.api,
                     method=method,
                     path=self.scrubber(_path(url)),
+                    outcome_unknown=not never_sent,
                 ) from None
             self._note_rate_limit(response)
             if response.status_code == 429:
@@ -482,17 +317,50 @@ def _transport_message(exc: Exception, *, sent: bool, safe: bool) -> str:
 def tls_context() -> ssl.SSLContext:
     """The one verifying TLS context of the process (httpx2's default: system CAs, `SSL_CERT_FILE`/`_DIR`).
 
-    Why shared: building a context loads the CA store, tens of milliseconds of CPU, and every client and auth
-    would otherwise build its own; a run with hundreds of accounts spent a quarter of its time there.
+    Why shared: building a context loads the whole CA store, and every client and auth would otherwise build its
+    own, once per account per run (docs/reliability.md has what that cost).
     """
     return httpx2.create_ssl_context()
 
 
 class ApiClient:
-    """What every API client here shares: an httpx2 client, its `Sender`, closing, and the last rate limits."""
+    """What every API client here shares: an httpx2 client on the shared TLS context with its auth, the `Sender`
+    with the API's error style and a `Scrubber` of the client's secrets, closing, and the last rate limits.
 
-    _http: httpx2.Client
-    _sender: Sender
+    Subclasses set `default_base_url` and `style`, and hand their own settings' rest (`base_url`, `timeout`,
+    `policy`, `sleep`, `clock`, `transport`, `event_hooks`) through to here."""
+
+    default_base_url: ClassVar[str] = ""
+    style: ClassVar[ErrorStyle]
+
+    def __init__(
+        self,
+        *,
+        auth: httpx2.Auth,
+        scrubber: Scrubber,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx2.BaseTransport | None = None,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+    ) -> None:
+        self._sleep = sleep
+        self._clock = clock
+        self.scrubber = scrubber
+        self._http = httpx2.Client(
+            base_url=(base_url or self.default_base_url).rstrip("/"),
+            auth=auth,
+            timeout=timeout,
+            headers=dict(headers or {}),
+            transport=transport,
+            verify=tls_context(),
+            follow_redirects=False,
+            event_hooks=dict(event_hooks or {}),
+        )
+        self._sender = Sender(self._http, self.style, policy=policy, sleep=sleep, clock=clock, scrubber=scrubber)
 
     def __enter__(self) -> Self:
         return self

@@ -1,16 +1,15 @@
-"""Nmbrs REST client: OAuth 2.0 (authorization code + PKCE, rotating refresh tokens) and the calls the pipeline
-needs, from debtors down to a payroll run's journal XML.
+"""Nmbrs REST client: the calls the pipeline needs, from debtors down to a payroll run's journal XML, and its auth.
 
 Why this shape: Nmbrs hands out journals as asynchronous documents (start a task, poll until it is ready),
-refresh tokens that work once and die after 30 days unused, and a subscription key on every call. The auth
-object owns the token and hands every new pair to `on_token` at once (the old refresh token is dead by then);
-the client owns paging, polling and turning the spec's error bodies into typed `NmbrsError`s. Transport
-concerns (429 `Retry-After`, retries of safe calls, 5xx) live in `clients/http.py`.
+refresh tokens that work once and lapse after 30 days unused, and a subscription key on every call. The auth
+(`NmbrsAuth`, the shared OAuth 2.0 design of clients/oauth.py) owns the token; the client owns paging, polling
+and reading the spec's answers strictly. Transport concerns (429 `Retry-After`, retries of safe calls, 5xx)
+live in clients/http.py; every failure is one of the shared errors of clients/errors.py.
 
 How to use it::
 
     auth = NmbrsAuth(client_id=..., client_secret=SecretStr(...), redirect_uri=..., token=saved, on_token=save)
-    request = auth.begin_authorization()          # only when not yet authorised: send the user to request.url
+    request = auth.authorization_request()        # only when not yet connected: send the user to request.url
     auth.complete_authorization(callback_url, request)
     with NmbrsClient(auth=auth, subscription_key=SecretStr(...)) as nmbrs:
         for debtor in nmbrs.debtors():
@@ -25,36 +24,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import httpx2
 import pandas as pd
-from authlib.common.security import generate_token
-from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from nmbrs_visma.clients.http import (
-    NMBRS_ERRORS,
-    ApiClient,
-    ApiError,
-    AuthError,
-    Conflict,
-    NotFound,
-    RateLimited,
-    RetryPolicy,
-    Scrubber,
-    Sender,
-    ServerError,
-    TransportError,
-    ValidationError,
-    basic_credentials,
-    tls_context,
-)
+from nmbrs_visma.clients.errors import DocumentTimeout, ResponseError
+from nmbrs_visma.clients.http import NMBRS_ERRORS, ApiClient
+from nmbrs_visma.clients.oauth import OAuth2Auth
+from nmbrs_visma.clients.secrets import Scrubber
 from nmbrs_visma.journal_file import MAX_FILE_BYTES
 from nmbrs_visma.journals.calendar import periods_in_year
 from nmbrs_visma.journals.models import PayrollRun, PeriodType
@@ -79,315 +60,31 @@ JOURNAL_KINDS: tuple[JournalKind, ...] = ("journals", "journalscostcenter", "jou
 _MAX_PAGES = 10_000
 
 
-# --- errors ---------------------------------------------------------------------------------------------------
-
-
-class NmbrsError(ApiError):
-    """Any failure talking to Nmbrs; the text names the call and never holds a token or key."""
-
-
-class NmbrsAuthError(NmbrsError, AuthError):
-    """Not authorised: no token, refresh token expired or refused, wrong subscription key, missing scope."""
-
-
-class NmbrsNotFound(NmbrsError, NotFound):
-    """404: unknown debtor, company, run or document task."""
-
-
-class NmbrsValidationError(NmbrsError, ValidationError):
-    """400: Nmbrs refused a parameter (`invalid-params` named in the message)."""
-
-
-class NmbrsConflict(NmbrsError, Conflict):
-    """409."""
-
-
-class NmbrsRateLimited(NmbrsError, RateLimited):
-    """429 that could not be waited out."""
-
-
-class NmbrsServerError(NmbrsError, ServerError):
-    """5xx after the retries a safe call gets."""
-
-
-class NmbrsTransportError(NmbrsError, TransportError):
-    """No usable answer from Nmbrs (connection refused or dropped, timeout)."""
-
-
-class NmbrsResponseError(NmbrsError):
-    """Nmbrs answered 2xx with something that is not what the spec promises."""
-
-
-class NmbrsDocumentTimeout(NmbrsError):
-    """A journal document task was still processing when the bounded wait ran out."""
-
-
-_TRANSLATED: dict[type[ApiError], type[NmbrsError]] = {
-    AuthError: NmbrsAuthError,
-    NotFound: NmbrsNotFound,
-    ValidationError: NmbrsValidationError,
-    Conflict: NmbrsConflict,
-    RateLimited: NmbrsRateLimited,
-    ServerError: NmbrsServerError,
-    TransportError: NmbrsTransportError,
-}
-
-
-def _translate(error: ApiError) -> NmbrsError:
-    """The shared plumbing's error as its Nmbrs subclass (same status, code, message, request id)."""
-    if isinstance(error, NmbrsError):
-        return error
-    cls = _TRANSLATED.get(type(error), NmbrsError)
-    kwargs: dict[str, Any] = {"api": error.api, "method": error.method, "path": error.path}
-    if isinstance(error, RateLimited):
-        kwargs["retry_after"] = error.retry_after
-    return cls(error.status, error.code, error.message, error.request_id, **kwargs)
-
-
-def _auth_error(message: str) -> NmbrsAuthError:
-    return NmbrsAuthError(None, None, message, api="Nmbrs identity")
-
-
 # --- OAuth ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """One authorise attempt: send the user to `url`, keep `state` and the PKCE `code_verifier` until the callback."""
+class NmbrsAuth(OAuth2Auth):
+    """Bearer tokens for Nmbrs (clients/oauth.py): authorization code + PKCE, `offline_access`, rotating refresh
+    tokens that lapse after `refresh_token_lifetime` unused (30 days, unless the server says otherwise)."""
 
-    url: str
-    state: str
-    code_verifier: SecretStr = field(repr=False)
+    identity = "Nmbrs identity"
+    system = "Nmbrs"
+    default_token_url = DEFAULT_TOKEN_URL
+    default_authorize_url = DEFAULT_AUTHORIZE_URL
+    default_scopes = DEFAULT_SCOPES
+    default_refresh_token_lifetime = REFRESH_TOKEN_LIFETIME
 
-
-class NmbrsAuth(httpx2.Auth):
-    """Bearer tokens for Nmbrs via authlib: authorization code + PKCE (S256), `offline_access`, rotating refresh.
-
-    `token` is a previously saved token dict (or None before the first authorisation). Every new token pair is
-    passed to `on_token` at once: Nmbrs refresh tokens work once, so a pair that is not saved is a lost
-    account. `refresh_token_expires_at` / `refresh_token_days_left` say how long the account stays usable
-    without a refresh (30 days unused by default). One refresh at a time per auth object; across processes
-    the caller guards the refresh (a Prefect concurrency limit per account).
-    """
-
-    requires_response_body = False  # only a 401's body is read (see sync_auth_flow): documents stream
-
-    def __init__(
-        self,
-        *,
-        client_id: str,
-        client_secret: SecretStr,
-        redirect_uri: str,
-        token: Mapping[str, Any] | None = None,
-        on_token: Callable[[dict[str, Any]], None] | None = None,
-        authorize_url: str = DEFAULT_AUTHORIZE_URL,
-        token_url: str = DEFAULT_TOKEN_URL,
-        scopes: Sequence[str] = DEFAULT_SCOPES,
-        refresh_token_lifetime: dt.timedelta = REFRESH_TOKEN_LIFETIME,
-        leeway: float = 60.0,
-        timeout: float = 30.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.client_id = client_id
-        self.authorize_url = authorize_url
-        self.token_url = token_url
-        self.refresh_token_lifetime = refresh_token_lifetime
-        self._on_token = on_token
-        self._leeway = leeway
-        self._clock = clock
-        self._lock = threading.RLock()
-        self._token: dict[str, Any] | None = dict(token) if token else None
-        self.scrubber = Scrubber(client_secret, *basic_credentials(client_id, client_secret), self._current_tokens)
-        self._oauth = OAuth2Client(
-            client_id=client_id,
-            client_secret=client_secret.get_secret_value(),
-            scope=" ".join(scopes),
-            redirect_uri=redirect_uri,
-            code_challenge_method="S256",
-            token_endpoint=token_url,
-            timeout=timeout,
-            verify=tls_context(),
-        )
-
-    def __repr__(self) -> str:
-        days = self.refresh_token_days_left
-        left = f"{days:.1f}" if days is not None else "None"
-        return f"NmbrsAuth(client_id={self.client_id!r}, authorised={self.authorised}, refresh_token_days_left={left})"
-
-    # -- authorisation --
-
-    def begin_authorization(self, *, state: str | None = None, prompt: str | None = "login") -> AuthorizationRequest:
-        """The URL to send the user to (PKCE S256; `prompt=login` forces a fresh login, no 'log out first')."""
-        verifier = generate_token(64)
-        extra = {"prompt": prompt} if prompt else {}
-        url, state = self._oauth.create_authorization_url(
-            self.authorize_url, state=state, code_verifier=verifier, **extra
-        )
-        return AuthorizationRequest(url=url, state=state, code_verifier=SecretStr(verifier))
-
-    def complete_authorization(self, callback_url: str, request: AuthorizationRequest) -> None:
-        """Exchange the code in the redirect back (`callback_url`) for the first token pair."""
-        params = httpx2.URL(callback_url).params
-        if "error" in params:
-            said = f"{params.get('error')}: {params.get('error_description', '')}"
-            said = self.scrubber(said, request.code_verifier.get_secret_value(), params.get("code"))
-            raise _auth_error(f"the Nmbrs authorisation was refused: {said}")
-        if params.get("state") != request.state:
-            raise _auth_error("the authorisation callback's state does not match the request (possible CSRF)")
-        if "code" not in params:
-            raise _auth_error("the authorisation callback carries no code")
-        with self._lock:
-            token = self._token_call(
-                lambda: self._oauth.fetch_token(
-                    self.token_url,
-                    authorization_response=callback_url,
-                    state=request.state,
-                    code_verifier=request.code_verifier.get_secret_value(),
-                ),
-                "exchanging the authorisation code",
-            )
-            self._store(token)
-
-    def _current_tokens(self) -> list[str | None]:
-        token = self._token or {}
-        return [token.get("access_token"), token.get("refresh_token")]
-
-    # -- tokens --
-
-    @property
-    def authorised(self) -> bool:
-        return bool(self._token and self._token.get("access_token"))
-
-    @property
-    def refresh_token_expires_at(self) -> dt.datetime | None:
-        token = self._token
-        if not token or not token.get("refresh_token") or token.get("refresh_expires_at") is None:
-            return None
-        return dt.datetime.fromtimestamp(float(token["refresh_expires_at"]), tz=dt.UTC)  # float ok
-
-    @property
-    def refresh_token_days_left(self) -> float | None:
-        expires_at = self.refresh_token_expires_at
-        if expires_at is None:
-            return None
-        return (expires_at.timestamp() - self._clock()) / 86_400
-
-    def access_token(self) -> str:
-        """A live access token, refreshed first when it expires within the leeway."""
-        with self._lock:
-            token = self._token
-            if not token or not token.get("access_token"):
-                raise _auth_error("the Nmbrs account is not authorised yet: run the connect step")
-            expires_at = token.get("expires_at")
-            if expires_at is not None and float(expires_at) - self._leeway <= self._clock():  # float ok
-                self.refresh()
-                token = self._token
-            assert token is not None
-            return str(token["access_token"])
-
-    def refresh(self, *, unless_changed_from: str | None = None) -> None:
-        """Trade the refresh token for a new pair (rotation). With `unless_changed_from`, skip it when another
-        thread already replaced that access token."""
-        with self._lock:
-            token = self._token or {}
-            if unless_changed_from is not None and token.get("access_token") != unless_changed_from:
-                return
-            refresh_token = token.get("refresh_token")
-            if not refresh_token:
-                raise _auth_error("the Nmbrs account holds no refresh token: re-authorise it")
-            days_left = self.refresh_token_days_left
-            if days_left is not None and days_left <= 0:
-                raise _auth_error(
-                    f"the Nmbrs refresh token expired on {self.refresh_token_expires_at:%Y-%m-%d %H:%M} UTC "
-                    "(30 days unused): re-authorise the account"
-                )
-            new = self._token_call(
-                lambda: self._oauth.refresh_token(self.token_url, refresh_token=refresh_token),
-                "refreshing the access token",
-            )
-            self._store(new)
-
-    def _token_call(self, call: Callable[[], Any], doing: str) -> dict[str, Any]:
-        """Run one token request; a failure is raised outside the `except`, so that not even the exception's
-        context keeps authlib's error (whose text is the identity server's, secrets and all)."""
-        failure: NmbrsError
+    def _token_refused(self, response: httpx2.Response) -> bool:
+        """Whether a 401 is about the bearer token (the spec's Missing_Token / Invalid_Token), not the subscription
+        key: renewing for a key 401 would only spend a refresh token. Unknown shapes: a body naming the key is
+        the key's fault."""
         try:
-            return dict(call())
-        except OAuthError as exc:
-            hint = ""
-            if exc.error == "invalid_grant" and doing.startswith("refresh"):
-                hint = " (a refresh token works once: another process may have used it; re-authorise)"
-            said = self.scrubber(f"{exc.error}: {exc.description or ''}")
-            failure = _auth_error(f"Nmbrs refused {doing}: {said}{hint}")
-        except httpx2.HTTPStatusError as exc:
-            failure = _auth_error(f"Nmbrs identity server failed {doing}: HTTP {exc.response.status_code}")
-        except httpx2.TransportError as exc:
-            failure = NmbrsTransportError(
-                None, type(exc).__name__, f"no answer from the Nmbrs identity server {doing}", api="Nmbrs identity"
-            )
-        except ValueError as exc:  # authlib: mismatching state, malformed answer
-            failure = _auth_error(f"Nmbrs identity answer unusable while {doing}: {type(exc).__name__}")
-        raise failure
-
-    def _store(self, token: dict[str, Any]) -> None:
-        """Keep the new pair and hand it on at once; every new pair restarts the refresh token's lifetime."""
-        now = self._clock()
-        if token.get("expires_in") is not None:  # our clock, not authlib's, so tests can move time
-            token["expires_at"] = now + float(token["expires_in"])  # float ok: seconds, not money
-        if token.get("refresh_token"):
-            lifetime = token.get("refresh_token_expires_in")
-            default = self.refresh_token_lifetime.total_seconds()
-            seconds = float(lifetime) if lifetime is not None else default  # float ok: seconds, not money
-            token["refresh_expires_at"] = now + seconds
-        self._token = token
-        logger.info("Nmbrs token pair renewed; refresh token valid %.1f more days", self.refresh_token_days_left or 0)
-        if self._on_token is not None:
-            self._on_token(dict(token))
-
-    # -- httpx2.Auth --
-
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        """Bearer header; on a 401 about the token refresh once (if nobody did already) and send again. A 401
-        about the subscription key is not the token's fault: rotating then would only spend a refresh token."""
-        access = self.access_token()
-        request.headers["Authorization"] = f"Bearer {access}"
-        response = yield request
-        if response.status_code != 401 or not (self._token and self._token.get("refresh_token")):
-            return
-        if _token_refused(response):
-            self.refresh(unless_changed_from=access)
-            request.headers["Authorization"] = f"Bearer {self.access_token()}"
-            yield request
-
-    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        """httpx2's flow, reading the body of a 401 only (to tell a token 401 from a subscription-key 401):
-        reading every answer, as `requires_response_body` does, would load a streamed document whole."""
-        flow = self.auth_flow(request)
-        request = next(flow)
-        while True:
-            response = yield request
-            if response.status_code == 401:
-                response.read()
-            try:
-                request = flow.send(response)
-            except StopIteration:
-                break
-
-    def close(self) -> None:
-        self._oauth.close()
-
-
-def _token_refused(response: httpx2.Response) -> bool:
-    """Whether a 401 is about the bearer token (the spec's Missing_Token / Invalid_Token), not the subscription
-    key: rotating for a key 401 would only spend a refresh token. Unknown shapes: a body naming the key is
-    the key's fault."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and (body.get("code") in (40101, 40102) or body.get("title") in _TOKEN_TITLES):
-        return True
-    return "subscription" not in response.text.lower()
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and (body.get("code") in (40101, 40102) or body.get("title") in _TOKEN_TITLES):
+            return True
+        return "subscription" not in response.text.lower()
 
 
 _TOKEN_TITLES = ("Missing_Token", "Invalid_Token")
@@ -431,44 +128,30 @@ def journal_kind(*, cost_center: bool, cost_unit: bool) -> JournalKind:
 
 
 class NmbrsClient(ApiClient):
-    """The Nmbrs calls of the pipeline, synchronous; safe to share across the Prefect layer's thread pool."""
+    """The Nmbrs calls of the pipeline, synchronous; safe to share across the Prefect layer's thread pool.
+
+    `http`: the shared client settings of `ApiClient` (`base_url`, `timeout`, `policy`, `sleep`, `clock`, ...)."""
+
+    default_base_url = DEFAULT_BASE_URL
+    style = NMBRS_ERRORS
 
     def __init__(
         self,
         *,
-        base_url: str = DEFAULT_BASE_URL,
         auth: NmbrsAuth,
         subscription_key: SecretStr,
-        timeout: float = 30.0,
         page_size: int = 100,
         poll_interval: float = 1.0,
         max_poll_interval: float = 5.0,
-        policy: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        transport: httpx2.BaseTransport | None = None,
         max_document_bytes: int = MAX_FILE_BYTES,
+        **http: Any,
     ) -> None:
         if not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be 1..100 (the Nmbrs maximum), not {page_size}")
-        self.auth = auth
-        self._key = subscription_key
-        self._page_size = page_size
+        self.auth, self._key, self._page_size = auth, subscription_key, page_size
         self._max_document_bytes = max_document_bytes
-        self._poll_interval = poll_interval
-        self._max_poll_interval = max_poll_interval
-        self._sleep = sleep
-        self._clock = clock
-        self._http = httpx2.Client(
-            base_url=base_url.rstrip("/"),
-            auth=auth,
-            timeout=timeout,
-            transport=transport,
-            verify=tls_context(),
-            follow_redirects=False,
-        )
-        self.scrubber = Scrubber(subscription_key, auth.scrubber)
-        self._sender = Sender(self._http, NMBRS_ERRORS, policy=policy, sleep=sleep, clock=clock, scrubber=self.scrubber)
+        self._poll_interval, self._max_poll_interval = poll_interval, max_poll_interval  # seconds, growing 1.5x
+        super().__init__(auth=auth, scrubber=Scrubber(subscription_key, auth.scrubber), **http)
 
     def __repr__(self) -> str:
         return f"NmbrsClient(base_url={str(self._http.base_url)!r})"
@@ -484,10 +167,7 @@ class NmbrsClient(ApiClient):
         stream: bool = False,
     ) -> Any:
         headers = {"X-Subscription-Key": self._key.get_secret_value(), "Accept": accept}
-        try:
-            return self._sender.request("GET", path, params=params, headers=headers, stream=stream)
-        except ApiError as exc:
-            raise _translate(exc) from None
+        return self._sender.request("GET", path, params=params, headers=headers, stream=stream)
 
     def _json(self, path: str, params: Mapping[str, Any] | None, what: str) -> Any:
         response = self._get(path, params)
@@ -497,8 +177,8 @@ class NmbrsClient(ApiClient):
             raise self._unexpected(path, f"{what}: the answer is not JSON") from None
 
     @staticmethod
-    def _unexpected(path: str, message: str) -> NmbrsResponseError:
-        return NmbrsResponseError(None, None, message, api="Nmbrs", method="GET", path=path)
+    def _unexpected(path: str, message: str) -> ResponseError:
+        return ResponseError(None, None, message, api="Nmbrs", method="GET", path=path)
 
     def _pages(self, path: str, what: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a paged listing (`{pagination, data}`), page after page until `totalPages`."""
@@ -571,7 +251,7 @@ class NmbrsClient(ApiClient):
         """The company's period type and the period it is working on now, in that type's numbering.
 
         Strict: a `periodType` outside the spec's enum, or a period the type's year does not have, is an
-        `NmbrsResponseError` naming the company and the value (a guessed type would number every run wrong)."""
+        `ResponseError` naming the company and the value (a guessed type would number every run wrong)."""
         path = f"/api/companies/{_uuid(company_id, 'company id')}/period"
         body = self._json(path, None, f"current period of company {company_id}")
         data = body.get("data") if isinstance(body, dict) else None
@@ -615,7 +295,7 @@ class NmbrsClient(ApiClient):
 
         `period_type` is the company's (`company_period`): it numbers the runs' periods, is set on every run,
         and bounds them (1..12, 1..13, 1..52/53); a period outside it, or a run ending before it starts, is an
-        `NmbrsResponseError`."""
+        `ResponseError`."""
         period_type = PeriodType(period_type)
         path = f"/api/companies/{_uuid(company.company_id, 'company id')}/runs"
         what = f"runs of company {company.number} in {year}"
@@ -663,7 +343,7 @@ class NmbrsClient(ApiClient):
         """The document of a task, or None while Nmbrs is still processing it (202).
 
         Streamed, and refused once it grows past `max_document_bytes` (the cap journal files have): an
-        `NmbrsResponseError` [document_too_large] naming `what` (the run) and the task. At most the cap (plus
+        `ResponseError` [document_too_large] naming `what` (the run) and the task. At most the cap (plus
         one network chunk) is ever held, so a runaway document cannot exhaust a worker's memory."""
         path = f"/api/documents/{_uuid(task_id, 'task id')}"
         what = what or f"document task {task_id}"
@@ -687,8 +367,8 @@ class NmbrsClient(ApiClient):
             raise self._unexpected(path, f"{what}: HTTP 200 without a document")
         return bytes(content)
 
-    def _too_large(self, path: str, what: str, task_id: str, seen: str) -> NmbrsResponseError:
-        return NmbrsResponseError(
+    def _too_large(self, path: str, what: str, task_id: str, seen: str) -> ResponseError:
+        return ResponseError(
             None,
             "document_too_large",
             f"{what}: the journal document (task {task_id}) is larger than the {self._max_document_bytes} bytes "
@@ -711,7 +391,7 @@ class NmbrsClient(ApiClient):
                 logger.info("Nmbrs %s of %s ready after %d poll(s)", kind, _label(run), polls)
                 return content
             if self._clock() + interval > deadline:
-                raise NmbrsDocumentTimeout(
+                raise DocumentTimeout(
                     None,
                     "document_timeout",
                     f"the {kind} document of {_label(run)} (task {task_id}) was still processing after "

@@ -2,7 +2,7 @@
 
 Reads are retried on 5xx and transport errors; a create is sent once (a lost answer is resolved by the
 caller's look-up of its posting key, never by sending again). Amounts come back as exact Decimals.
-Auth is `VismaConnectAuth` (clients/visma_connect.py), re-exported here.
+Auth is `VismaConnectAuth` (clients/visma_connect.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -19,23 +18,10 @@ from typing import Any
 import httpx2
 from pydantic import BaseModel, ConfigDict
 
-from nmbrs_visma.clients.http import (
-    VISMA_NET_ERRORS,
-    ApiClient,
-    ApiError,
-    RetryPolicy,
-    Scrubber,
-    Sender,
-    tls_context,
-)
-from nmbrs_visma.clients.visma_connect import (
-    DEFAULT_AUTHORIZE_URL,
-    DEFAULT_TOKEN_URL,
-    INTERACTIVE_SCOPES,
-    SERVICE_SCOPES,
-    AuthorizationRequest,
-    VismaConnectAuth,
-)
+from nmbrs_visma.clients.errors import ApiError, ResponseError
+from nmbrs_visma.clients.http import VISMA_NET_ERRORS, ApiClient
+from nmbrs_visma.clients.secrets import Scrubber
+from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.journals.models import AdministrationReference, FinancialPeriod, LedgerAccount, Segment
 
@@ -45,18 +31,6 @@ DEFAULT_BASE_URL = "https://api.finance.visma.net"
 TENANT_HEADER = "ipp-company-id"
 _MAX_PAGES = 10_000
 _CENT = Decimal("0.01")
-
-__all__ = [
-    "DEFAULT_AUTHORIZE_URL",
-    "DEFAULT_BASE_URL",
-    "DEFAULT_TOKEN_URL",
-    "INTERACTIVE_SCOPES",
-    "SERVICE_SCOPES",
-    "AuthorizationRequest",
-    "JournalTransactionSummary",
-    "VismaConnectAuth",
-    "VismaNetClient",
-]
 
 
 class JournalTransactionSummary(BaseModel):
@@ -96,37 +70,22 @@ def _period_id(row: Mapping[str, Any]) -> str:
 
 
 class VismaNetClient(ApiClient):
-    """One Visma.net tenant, through one Visma Connect account. Use as a context manager or call `close()`."""
+    """One Visma.net tenant, through one Visma Connect account. Use as a context manager or call `close()`.
+
+    `http`: the shared client settings of `ApiClient` (`base_url`, `timeout`, `policy`, `sleep`, `transport`, ...)."""
+
+    default_base_url = DEFAULT_BASE_URL
+    style = VISMA_NET_ERRORS
 
     def __init__(
-        self,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        auth: VismaConnectAuth,
-        timeout: float = 30.0,
-        page_size: int = 1000,
-        send_tenant_header: bool = False,
-        policy: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        transport: httpx2.BaseTransport | None = None,
-        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+        self, *, auth: VismaConnectAuth, page_size: int = 1000, send_tenant_header: bool = False, **http: Any
     ) -> None:
         headers = {"Accept": "application/json"}
         if send_tenant_header and auth.tenant_id:
             headers[TENANT_HEADER] = auth.tenant_id  # the API refuses a token of another tenant
         self.auth = auth
         self.page_size = page_size
-        self._http = httpx2.Client(
-            base_url=base_url.rstrip("/"),
-            auth=auth,
-            timeout=timeout,
-            headers=headers,
-            transport=transport,
-            verify=tls_context(),
-            event_hooks=dict(event_hooks or {}),
-        )
-        self.scrubber = Scrubber(auth.scrubber)
-        self._sender = Sender(self._http, VISMA_NET_ERRORS, policy=policy, sleep=sleep, scrubber=self.scrubber)
+        super().__init__(auth=auth, scrubber=Scrubber(auth.scrubber), headers=headers, **http)
 
     def __repr__(self) -> str:
         return f"VismaNetClient(base_url={str(self._http.base_url)!r}, tenant_id={self.auth.tenant_id!r})"
@@ -195,15 +154,15 @@ class VismaNetClient(ApiClient):
     # -- journal transactions v2 --
 
     def create_journal_transaction(self, payload: bytes) -> str:
-        """POST once; the batch number comes from `Location`. Never retried after it may have reached the API:
-        on `ServerError`/`TransportError` the outcome is unknown and the caller must look the key up."""
+        """POST once; the batch number comes from `Location`. Never retried after it may have reached the API: an
+        error whose `outcome_unknown` is set means the caller must look the key up."""
         response = self._sender.request(
             "POST", "/v2/journaltransaction", content=payload, headers={"Content-Type": "application/json"}
         )
         location = response.headers.get("Location", "")
         batch_number = location.rstrip("/").rsplit("/", 1)[-1] if location else ""
         if not batch_number:
-            raise ApiError(
+            raise ResponseError(
                 response.status_code,
                 "NoLocation",
                 "journal transaction created but the answer carries no Location header",
@@ -211,6 +170,7 @@ class VismaNetClient(ApiClient):
                 api="Visma.net",
                 method="POST",
                 path="/v2/journaltransaction",
+                outcome_unknown=True,  # created, but which batch is not said: found by its key
             )
         logger.info("Visma.net created journal transaction %s", batch_number)
         return batch_number

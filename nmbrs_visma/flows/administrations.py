@@ -6,7 +6,7 @@ three times `Pass.workers` (the run's `Settings.max_workers`) administrations at
 create (at most `workers` creates at once, the `sending` slots), the next ones read Nmbrs and take their
 locks, so a slot freed is taken by a create.
 A failed stage is a failed task run and that administration's rows say why; the others go on. The companies
-of one administration are planned together (one `build_many`: pandas costs a fixed few milliseconds per call).
+of one administration are planned together (one `build_many`: pandas has a fixed cost per call, paid once).
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
     return mapping.visma_account, mapping.branch, mapping.ledger
 
 
-PLAN_BATCH = 8  # companies planned in one build at most: batches past eight save little more per company
+PLAN_BATCH = 8  # companies planned in one build at most: a bigger batch keeps its first company waiting longer
 COMPLETED_BATCH = 50  # completed runs written to the ledger together
 UNITS_PER_WORKER = 3  # administrations under way per sending slot: the others read Nmbrs, lock and look up
 
 
 class Planner:
     """Plans the companies of administrations preparing at the same moment in one build, up to `PLAN_BATCH`
-    companies: pandas costs a fixed few milliseconds per call, more than a run's few hundred lines. One plan at
-    a time, in its own thread; a request that finds the planner idle is planned at once, alone."""
+    companies: pandas' fixed cost per call outweighs the work on a run's few hundred lines, so a batch pays it
+    once. One plan at a time, in its own thread; a request that finds the planner idle is planned at once, alone."""
 
     def __init__(self, most: int = PLAN_BATCH) -> None:
         self.most = most

@@ -38,7 +38,7 @@ from nmbrs_visma.blocks.locks import token_lock
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.oauth import OAuthAccount
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
-from nmbrs_visma.clients.http import ApiError
+from nmbrs_visma.clients.errors import ApiError
 from nmbrs_visma.tasks.tokens import ACCOUNT_TYPES, AccountNotAuthorised, ensure_fresh_token, load_account
 
 System = Literal["visma", "nmbrs"]
@@ -264,10 +264,7 @@ def authorise_account(
         block.redirect_uri = redirect_uri
         auth = block.get_auth(guarded=False, on_token=_grant_saver(account_type, account))
         try:
-            if isinstance(block, VismaNetAccount):
-                request: Any = auth.authorization_request()  # type: ignore[union-attr]
-            else:
-                request = auth.begin_authorization(prompt="login")  # type: ignore[union-attr]
+            request = auth.authorization_request()
             show_url(request.url)
             if open_url is not None:
                 with suppress(Exception):  # no browser here: the printed URL is enough

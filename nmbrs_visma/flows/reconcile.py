@@ -36,7 +36,7 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from nmbrs_visma.blocks.mapping import load_mappings
-from nmbrs_visma.clients.http import NotFound
+from nmbrs_visma.clients.errors import NotFound
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.flows.connections import Connections, Selection, connect_accounts, select_companies
 from nmbrs_visma.flows.post_payroll_journals import CompaniesParameter, PeriodParameter

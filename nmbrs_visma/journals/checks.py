@@ -88,8 +88,8 @@ def _first_lines(
 ) -> list[tuple[str, str, LineRef]]:
     """(run, value, first line) per distinct (run, value) of `column`, in order of first appearance.
 
-    On the aggregated frame's categorical keys this is integer work in numpy (a pandas groupby per column
-    cost more than the checks themselves on a run's few hundred rows); other frames take the groupby.
+    On the aggregated frame's categorical keys this is integer work in numpy (a pandas groupby per column has
+    a fixed cost that outweighs the checks themselves on a run's few hundred rows); other frames take the groupby.
     """
     runs, values = work[RUN_COLUMN], work[column]
     if not (isinstance(runs.dtype, pd.CategoricalDtype) and isinstance(values.dtype, pd.CategoricalDtype)):

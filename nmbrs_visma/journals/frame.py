@@ -171,8 +171,8 @@ def aggregate_lines(lines: pd.DataFrame) -> pd.DataFrame:
     (built from the groupby's own codes, no hashing), so grouping the result again is cheap.
     """
     grouped = lines.groupby(list(GROUP_KEYS), sort=True, observed=True, dropna=False)
-    # One reduction per kind on the shared grouper: named aggregation costs milliseconds of set-up per call,
-    # more than the sums themselves on a run's few hundred lines.
+    # One reduction per kind on the shared grouper: named aggregation sets up anew on every call, work that
+    # outweighs the sums themselves on a run's few hundred lines.
     firsts = grouped[["transaction", "line", "description"]].first()
     result = pd.concat(
         [grouped[["debit_cents", "credit_cents"]].sum(), firsts[["transaction", "line"]], grouped["date"].max()],

@@ -7,7 +7,8 @@ them are read, anything else is refused with the transaction, line and field nam
 is half understood must not reach a ledger.
 
 Parsing is safe (defusedxml: no DTD, no entity expansion, no external references) and streaming (fed in
-chunks to a parser target that builds no tree), so a 50 MB document stays within a small memory budget.
+chunks to a parser target that builds no tree), so memory is bounded by the columns collected, not by the
+document (the fault tests read a 50 MB one).
 """
 
 from __future__ import annotations

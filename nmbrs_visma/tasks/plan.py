@@ -95,9 +95,9 @@ class CompanyRead:
 
 
 def plan_companies(companies: Sequence[CompanyRead]) -> list[CompanyPlan]:
-    """`plan_company` of each company, with one `build_many` over all their runs: pandas costs a fixed few
-    milliseconds per call, more than a run's few hundred lines (7.4 ms a company alone, 2.1 ms in batches of
-    eight). Raises what `build_many` raises, for the batch as a whole: plan the companies one by one then."""
+    """`plan_company` of each company, with one `build_many` over all their runs: pandas' fixed cost per call
+    outweighs the work on a run's few hundred lines, so a batch pays it once (docs/reliability.md). Raises what
+    `build_many` raises, for the batch as a whole: plan the companies one by one then."""
     frames: list[pd.DataFrame] = []
     contexts: dict[str, RunContext] = {}
     for read in companies:

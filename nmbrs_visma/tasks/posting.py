@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from nmbrs_visma.clients.http import ApiError, ServerError, TransportError
+from nmbrs_visma.clients.errors import ApiError
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.journals.keys import key_marker, read_marker, reversal_fingerprint, reversal_key
 from nmbrs_visma.journals.reversal import reversal_of
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AMBIGUOUS_ERRORS = (ServerError, TransportError)  # the create may have been committed
 LISTINGS_AT_ONCE = 4  # periods of one administration looked up at once (well inside a tenant's rate budget)
 RELEASED_STATUSES = frozenset({"Unposted", "Posted"})
 BOOKED_STATES = frozenset({PostingState.SENT, PostingState.REVERSED})  # Visma.net holds the batch
@@ -449,13 +448,14 @@ class AdministrationPoster:
         try:
             batch = self.client.create_journal_transaction(posting.payload)
         except ApiError as exc:
-            if isinstance(exc, AMBIGUOUS_ERRORS) or exc.code == "NoLocation":
+            if exc.outcome_unknown:  # the create may have been committed: look it up, never send it again
                 return self._after_lost_answer(posting, exc, held)
             self._put(held, self._entry(posting, PostingState.REJECTED, message=str(exc)), posting, None)
             if posting.kind == "reversal":  # e.g. the original's period is closed by now
                 reason = f"Visma.net refused the reversal of batch {posting.reverses}: {exc}"
                 return posting.row(Status.REFUSED, reason=reason, codes=("reversal_refused",)), False
-            return posting.row(Status.FAILED, reason=f"Visma.net refused the transaction: {exc}"), False
+            said = "Visma.net refused the transaction" if exc.status is not None else "the create was not sent"
+            return posting.row(Status.FAILED, reason=f"{said}: {exc}"), False
         plain = posting.kind == "journal" and posting.undoes is None  # a repost's rows are written at once
         self._put(held, self._entry(posting, PostingState.SENT, batch=batch), posting, batch, later=plain)
         if posting.undoes is not None:

@@ -28,7 +28,7 @@ from nmbrs_visma.blocks.locks import LOCK_TIMEOUT_SECONDS, token_lock
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.oauth import OAuthAccount, utc_now
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
-from nmbrs_visma.clients.http import AuthError
+from nmbrs_visma.clients.errors import AuthError
 from nmbrs_visma.journals.models import Refusal
 
 System = Literal["visma", "nmbrs"]
@@ -106,8 +106,8 @@ def check_grant(account: OAuthAccount, name: str) -> None:
             )
 
 
-def _refused(exc: AuthError, *codes: str) -> bool:
-    return exc.code in codes or any(code in exc.message for code in codes)
+_GRANT_DEAD = ("invalid_grant", "refresh_token_expired")  # the OAuth error codes (clients/oauth.py) of a dead grant
+_CLIENT_REFUSED = ("invalid_client", "unauthorized_client")
 
 
 def renew_token(account: OAuthAccount, name: str) -> None:
@@ -118,14 +118,14 @@ def renew_token(account: OAuthAccount, name: str) -> None:
     try:
         account.renew_token()
     except AuthError as exc:
-        if _refused(exc, "invalid_grant"):
+        if exc.code in _GRANT_DEAD:
             account.forget_tokens()  # the grant is dead: say so in the block, not only in this run
             if account._block_document_name is not None:
                 account.save(overwrite=True, _sync=True)
             raise ReconnectRequired(
                 type(account), name, "its refresh token was refused (revoked, already used or expired)"
             ) from None
-        if _refused(exc, "invalid_client", "unauthorized_client"):
+        if exc.code in _CLIENT_REFUSED:
             raise AccountNotAuthorised(
                 account.system_name,
                 name,

@@ -128,7 +128,7 @@ def configured(clean_blocks: None, sandboxes) -> None:
     """The emulators' accounts: a Visma.net service account, an interactive one not connected, Nmbrs connected."""
     apply_config(sandbox_config(sandboxes.visma_url, sandboxes.nmbrs_url), ENV)
     auth = NmbrsAccount.load("default").get_auth()
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     auth.complete_authorization(approve_authorization(request.url), request)
 
 

@@ -37,7 +37,7 @@ def connected(clean_blocks: None, sandboxes) -> None:
     emulator approves the demo user at once), as `nmbrs-visma connect` would with a browser."""
     apply_config(sandbox_config(sandboxes.visma_url, sandboxes.nmbrs_url), ENV)
     nmbrs = NmbrsAccount.load("default").get_auth()
-    request = nmbrs.begin_authorization()
+    request = nmbrs.authorization_request()
     nmbrs.complete_authorization(approve_authorization(request.url), request)
     visma = VismaNetAccount.load("interactive").get_auth()
     visma_request = visma.authorization_request()

@@ -32,7 +32,7 @@ def nmbrs_connected(configured: None) -> NmbrsAccount:
     """The Nmbrs account authorised once against the emulator (its authorize endpoint approves at once)."""
     block = NmbrsAccount.load("default")
     auth = block.get_auth()
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     auth.complete_authorization(approve_authorization(request.url), request)
     return NmbrsAccount.load("default")
 
@@ -132,8 +132,9 @@ def test_a_mid_run_renewal_adopts_the_pair_another_run_saved(nmbrs_connected: Nm
         _expire_access_token()
         assert ensure_fresh_token(NmbrsAccount, "default")[1]  # another run rotates: the held refresh token is spent
         used = _used_refresh_tokens(sandboxes)
-        running.auth.refresh()  # without the lock + re-read this would spend a dead refresh token
-        assert running.auth.access_token() == NmbrsAccount.load("default").access_token.get_secret_value()
+        running.auth.renew()  # without the lock + re-read this would spend a dead refresh token
+        saved = NmbrsAccount.load("default").access_token
+        assert saved is not None and running.auth.access_token().get_secret_value() == saved.get_secret_value()
         assert _used_refresh_tokens(sandboxes) == used
         assert running.debtors()  # and the adopted token works
     finally:

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import ApiError
+from nmbrs_visma.clients.errors import ApiError
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import COMPANIES
 from nmbrs_visma.sandbox.nmbrs import DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY
@@ -130,14 +130,14 @@ def test_no_secret_from_an_echoing_api_reaches_a_client_error_or_log(echoing: An
     # the identity server: a spent refresh token, and a wrong client secret, both echoed back
     stale = dict(block.token_dict() or {})
     rotated: list[dict[str, Any]] = []
-    block.get_auth(guarded=False, on_token=rotated.append).refresh()  # the refresh token in `stale` is spent now
+    block.get_auth(guarded=False, on_token=rotated.append).renew()  # the refresh token in `stale` is spent now
     spent = block.model_copy()
     spent.apply_token(stale)
-    refusal = expect("nmbrs spent refresh", spent.get_auth(guarded=False, on_token=lambda token: None).refresh)
-    assert "invalid_grant" in refusal.message and "***" in refusal.message
+    refusal = expect("nmbrs spent refresh", spent.get_auth(guarded=False, on_token=lambda token: None).renew)
+    assert refusal.code == "invalid_grant" and "***" in refusal.message
     wrong = block.model_copy(update={"client_secret": SecretStr(WRONG_SECRET)})
     wrong.apply_token(rotated[-1])
-    expect("nmbrs wrong secret", wrong.get_auth(guarded=False, on_token=lambda token: None).refresh)
+    expect("nmbrs wrong secret", wrong.get_auth(guarded=False, on_token=lambda token: None).renew)
 
     # Visma.net: an interactive account (rotating refresh tokens), a create refused, reads failing
     logging.disable(logging.CRITICAL)  # its GET plays the user's browser (a code in a Location): not the product

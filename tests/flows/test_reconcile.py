@@ -16,8 +16,9 @@ import httpx2
 import pytest
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import NotFound
-from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+from nmbrs_visma.clients.errors import NotFound
+from nmbrs_visma.clients.visma_connect import VismaConnectAuth
+from nmbrs_visma.clients.visma_net import VismaNetClient
 from nmbrs_visma.journals.reconcile import TransactionCheck, Verdict
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import DEMO_PERIOD, DEMO_YEAR

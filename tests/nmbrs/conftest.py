@@ -85,7 +85,7 @@ def make_auth(server: RunningServer, on_token: TokenLog | None = None, **kwargs:
 
 def connect(auth: NmbrsAuth) -> None:
     """The whole connect step: authorise (the emulator approves at once) and exchange the code."""
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     auth.complete_authorization(approve_authorization(request.url), request)
 
 

@@ -11,20 +11,16 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import AuthError, RateLimited, ServerError
-from nmbrs_visma.clients.nmbrs import (
-    JOURNAL_KINDS,
-    NmbrsAuthError,
-    NmbrsClient,
-    NmbrsCompany,
-    NmbrsDocumentTimeout,
-    NmbrsNotFound,
-    NmbrsRateLimited,
-    NmbrsResponseError,
-    NmbrsServerError,
-    NmbrsValidationError,
-    journal_kind,
+from nmbrs_visma.clients.errors import (
+    AuthError,
+    DocumentTimeout,
+    NotFound,
+    RateLimited,
+    ResponseError,
+    ServerError,
+    ValidationError,
 )
+from nmbrs_visma.clients.nmbrs import JOURNAL_KINDS, NmbrsClient, NmbrsCompany, journal_kind
 from nmbrs_visma.journals.models import PayrollRun
 from nmbrs_visma.sandbox.demo_data import COMPANIES, DEBTORS, DEMO_PERIOD, DEMO_YEAR
 from nmbrs_visma.sandbox.nmbrs import DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY, NmbrsWorld
@@ -88,10 +84,10 @@ def test_a_refresh_token_works_once(server, tokens) -> None:
     auth = make_auth(server, tokens)
     connect(auth)
     saved = dict(tokens[0])
-    auth.refresh()
+    auth.renew()
     stale = make_auth(server, token=saved)  # a second process still holding the old pair
-    with pytest.raises(NmbrsAuthError, match="works once") as caught:
-        stale.refresh()
+    with pytest.raises(AuthError, match="works once") as caught:
+        stale.renew()
     assert saved["refresh_token"] not in str(caught.value)
 
 
@@ -102,7 +98,7 @@ def test_a_refresh_token_unused_for_30_days_is_refused_without_a_call(server, wo
     now[0] += 31 * 86_400
     assert auth.refresh_token_days_left < 0
     calls = len(world.exchanges)
-    with pytest.raises(NmbrsAuthError, match="expired") as caught:
+    with pytest.raises(AuthError, match="expired") as caught:
         auth.access_token()
     assert len(world.exchanges) == calls
     assert isinstance(caught.value, AuthError)
@@ -112,26 +108,26 @@ def test_the_server_refuses_an_expired_refresh_token(server, world, tokens) -> N
     world.refresh_token_lifetime = 0.0
     auth = make_auth(server, tokens)
     connect(auth)
-    with pytest.raises(NmbrsAuthError, match="invalid_grant"):
-        auth.refresh()
+    with pytest.raises(AuthError, match="invalid_grant"):
+        auth.renew()
 
 
 def test_state_mismatch_is_refused(server) -> None:
     from nmbrs_visma.sandbox.nmbrs import approve_authorization
 
     auth = make_auth(server)
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     callback = approve_authorization(request.url).replace(request.state, "forged")
-    with pytest.raises(NmbrsAuthError, match="state"):
+    with pytest.raises(AuthError, match="state"):
         auth.complete_authorization(callback, request)
-    assert not auth.authorised
+    assert not auth.has_token
 
 
 def test_wrong_subscription_key_is_a_typed_auth_error_and_spends_no_refresh_token(server, auth, tokens) -> None:
     bad_key = SecretStr("wrong-key-123456")
     with (
         make_client(server, auth, subscription_key=bad_key) as client,
-        pytest.raises(NmbrsAuthError, match="40103") as caught,
+        pytest.raises(AuthError, match="40103") as caught,
     ):
         client.debtors()
     assert caught.value.status == 401
@@ -176,12 +172,12 @@ def test_current_period(client) -> None:
 
 def test_unknown_company_is_not_found(client) -> None:
     ghost = NmbrsCompany(company_id="00000000-0000-4000-8000-000000000000", number=9)
-    with pytest.raises(NmbrsNotFound, match="40404"):
+    with pytest.raises(NotFound, match="40404"):
         client.runs(ghost, DEMO_YEAR)
 
 
 def test_invalid_parameter_names_it(client) -> None:
-    with pytest.raises(NmbrsValidationError, match="year"):
+    with pytest.raises(ValidationError, match="year"):
         client._json(f"/api/companies/{company(1001).company_id}/runs", {"year": "twenty"}, "runs")
 
 
@@ -210,7 +206,7 @@ def test_a_task_that_never_finishes_times_out_clearly(server, auth, world) -> No
         server, auth, sleep=sleep, clock=lambda: now[0], poll_interval=1.0, max_poll_interval=2.0
     ) as client:
         run = march_run(client, 1003)
-        with pytest.raises(NmbrsDocumentTimeout) as caught:
+        with pytest.raises(DocumentTimeout) as caught:
             client.journal_xml(run, max_wait=10.0)
     text = str(caught.value)
     task_id = next(iter(world.tasks))
@@ -231,7 +227,7 @@ def test_429_is_waited_out_as_retry_after_says(server, auth, world, sleeps: Slee
 
 def test_429_beyond_the_budget_is_a_typed_error(server, auth, world, sleeps: Sleeps) -> None:
     world.fail_next(10, 429)
-    with make_client(server, auth, sleep=sleeps) as client, pytest.raises(NmbrsRateLimited) as caught:
+    with make_client(server, auth, sleep=sleeps) as client, pytest.raises(RateLimited) as caught:
         client.debtors()
     assert isinstance(caught.value, RateLimited) and caught.value.retry_after == 1.0
     assert caught.value.code == "42908"
@@ -244,7 +240,7 @@ def test_5xx_is_retried_for_reads(client, world) -> None:
 
 def test_persistent_5xx_is_a_typed_error_in_the_specs_words(client, world) -> None:
     world.fail_next(10, 502)
-    with pytest.raises(NmbrsServerError, match="Bad_Gateway") as caught:
+    with pytest.raises(ServerError, match="Bad_Gateway") as caught:
         client.debtors()
     assert isinstance(caught.value, ServerError) and caught.value.status == 502
 
@@ -299,12 +295,12 @@ def test_no_secret_in_logs_errors_or_reprs(server, world, caplog) -> None:
         world.access_tokens.clear()
         client.debtors()  # 401 -> refresh
         world.fail_next(4, 503)  # every attempt the retry policy allows
-        with pytest.raises(NmbrsServerError) as server_error:
+        with pytest.raises(ServerError) as server_error:
             client.debtors()
         errors.append(server_error.value)
         with (
             make_client(server, auth, subscription_key=SecretStr("bad-key-xyz-123")) as bad,
-            pytest.raises(NmbrsAuthError) as auth_error,
+            pytest.raises(AuthError) as auth_error,
         ):
             bad.debtors()
         errors.append(auth_error.value)
@@ -367,7 +363,7 @@ def test_an_oversized_document_is_refused_while_it_streams_in(server, auth, worl
     transport = CountingTransport()
     with make_client(server, auth, max_document_bytes=cap, transport=transport) as client:
         run = march_run(client, demo.number)
-        with pytest.raises(NmbrsResponseError) as info:
+        with pytest.raises(ResponseError) as info:
             client.journal_xml(run)
     error = info.value
     assert error.code == "document_too_large"
@@ -392,7 +388,7 @@ def test_a_document_at_the_cap_is_read_whole_and_one_byte_more_is_refused(server
         assert client.journal_xml(run) == document
     with (
         make_client(server, auth, max_document_bytes=len(document) - 1) as client,
-        pytest.raises(NmbrsResponseError, match="document_too_large"),
+        pytest.raises(ResponseError, match="document_too_large"),
     ):
         client.journal_xml(run)
 

@@ -14,7 +14,8 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.nmbrs import DEFAULT_SCOPES, JOURNAL_KINDS, NmbrsClient, NmbrsCompany, NmbrsError
+from nmbrs_visma.clients.errors import ApiError
+from nmbrs_visma.clients.nmbrs import DEFAULT_SCOPES, JOURNAL_KINDS, NmbrsClient, NmbrsCompany
 from nmbrs_visma.sandbox.demo_data import DEMO_YEAR
 from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
 from nmbrs_visma.sandbox.nmbrs.world import Exchange
@@ -113,13 +114,13 @@ def drive_every_path(client: NmbrsClient, world: NmbrsWorld) -> None:
                 for kind in JOURNAL_KINDS:
                     client.journal_xml(runs[-1], kind=kind)
     ghost = NmbrsCompany(company_id="00000000-0000-4000-8000-000000000000", number=9)
-    with pytest.raises(NmbrsError):
+    with pytest.raises(ApiError):
         client.runs(ghost, DEMO_YEAR)  # 404
-    with pytest.raises(NmbrsError):
+    with pytest.raises(ApiError):
         client._json(f"/api/companies/{next(iter(world.companies))}/runs", {"year": "x"}, "runs")  # 400
     world.fail_next(1, 429)
     world.fail_next(4, 503)
-    with pytest.raises(NmbrsError):
+    with pytest.raises(ApiError):
         client.debtors()
 
 
@@ -128,7 +129,7 @@ def test_client_requests_and_emulator_answers_keep_the_spec(spec, server, auth, 
         drive_every_path(client, world)
         with (
             make_client(server, auth, subscription_key=SecretStr("not-the-key-0000")) as bad,
-            pytest.raises(NmbrsError),
+            pytest.raises(ApiError),
         ):
             bad.debtors()  # 401
     exchanges = world.calls("/api/")
@@ -139,7 +140,7 @@ def test_client_requests_and_emulator_answers_keep_the_spec(spec, server, auth, 
 
 
 def test_the_global_company_list_refuses_multi_debtor_consent_in_the_specs_shape(spec, server, auth, world) -> None:
-    with make_client(server, auth) as client, pytest.raises(NmbrsError, match="40303"):
+    with make_client(server, auth) as client, pytest.raises(ApiError, match="40303"):
         client._json("/api/companies", None, "all companies")
     exchange = world.calls("/api/companies")[-1]
     assert check_exchange(exchange, spec) == "/api/companies" and exchange.status == 403
@@ -152,5 +153,5 @@ def test_requested_scopes_cover_every_operation_used(spec, auth) -> None:
         operation = spec["paths"][template]["get"]
         alternatives = {scope for requirement in operation["security"] for scope in requirement.get("Bearer", [])}
         assert alternatives & set(DEFAULT_SCOPES), f"{template} needs one of {sorted(alternatives)}"
-    request = auth.begin_authorization()
+    request = auth.authorization_request()
     assert "code_challenge_method=S256" in request.url and "offline_access" in request.url

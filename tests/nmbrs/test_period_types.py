@@ -17,14 +17,8 @@ from fastapi import FastAPI
 from openapi_schema_validator import OAS30Validator
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.nmbrs import (
-    JOURNAL_KINDS,
-    CompanyPeriod,
-    NmbrsAuth,
-    NmbrsClient,
-    NmbrsCompany,
-    NmbrsResponseError,
-)
+from nmbrs_visma.clients.errors import ResponseError
+from nmbrs_visma.clients.nmbrs import JOURNAL_KINDS, CompanyPeriod, NmbrsAuth, NmbrsClient, NmbrsCompany
 from nmbrs_visma.journals.calendar import period_dates, periods_in_year
 from nmbrs_visma.journals.models import PayrollRun, PeriodType
 from nmbrs_visma.journals.split import own_periods
@@ -351,17 +345,17 @@ def run_item(start: Any, end: Any, year: int = YEAR) -> dict[str, Any]:
 def test_an_unknown_period_type_is_refused_naming_company_and_value(off_spec, off_spec_client, period_type) -> None:
     fake, _running = off_spec
     fake.period = {"period": {"year": 2026, "period": 3}, "periodType": period_type, "displayPeriod": "2026-3-X"}
-    with pytest.raises(NmbrsResponseError) as caught:
+    with pytest.raises(ResponseError) as caught:
         off_spec_client.company_period(COMPANY_ID)
     assert COMPANY_ID in str(caught.value) and f"periodType {period_type!r}" in str(caught.value)
-    with pytest.raises(NmbrsResponseError):
+    with pytest.raises(ResponseError):
         off_spec_client.current_period(COMPANY_ID)
 
 
 def test_a_current_period_the_type_does_not_have_is_refused(off_spec, off_spec_client) -> None:
     fake, _running = off_spec
     fake.period = {"period": {"year": 2025, "period": 53}, "periodType": "1-week", "displayPeriod": "2025-53-W"}
-    with pytest.raises(NmbrsResponseError, match="period 53 of 2025 does not exist"):
+    with pytest.raises(ResponseError, match="period 53 of 2025 does not exist"):
         off_spec_client.company_period(COMPANY_ID)
 
 
@@ -383,7 +377,7 @@ def test_runs_with_periods_out_of_the_types_range_are_refused(
     fake, _running = off_spec
     fake.runs = [run_item(start, end)]
     company = NmbrsCompany(company_id=COMPANY_ID, number=9)
-    with pytest.raises(NmbrsResponseError, match=message) as caught:
+    with pytest.raises(ResponseError, match=message) as caught:
         off_spec_client.runs(company, YEAR, period_type=period_type)
     assert "company 9" in str(caught.value)
 
@@ -394,7 +388,7 @@ def test_week_53_is_read_in_a_53_week_year_only(off_spec, off_spec_client) -> No
     fake.runs = [run_item(53, 53, year=2026)]
     assert off_spec_client.runs(company, 2026, period_type=PeriodType.WEEK)[0].period_end == 53
     fake.runs = [run_item(53, 53, year=2025)]
-    with pytest.raises(NmbrsResponseError, match="period 53 of 2025"):
+    with pytest.raises(ResponseError, match="period 53 of 2025"):
         off_spec_client.runs(company, 2025, period_type=PeriodType.WEEK)
 
 

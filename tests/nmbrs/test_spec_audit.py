@@ -54,7 +54,8 @@ def test_every_answer_of_the_nmbrs_emulator_conforms_to_the_spec(
         "journals",
     )["taskId"]
     operation = nmbrs_schema[path]["GET"]
-    headers = {"Authorization": f"Bearer {auth.access_token()}", "X-Subscription-Key": DEMO_SUBSCRIPTION_KEY}
+    token = auth.access_token().get_secret_value()
+    headers = {"Authorization": f"Bearer {token}", "X-Subscription-Key": DEMO_SUBSCRIPTION_KEY}
     findings = audit(operation, server.url, headers, explicit=_explicit(path, world, task_id))
     assert not findings.failures, findings.report(f"GET {path}")
     assert any(200 <= status < 300 for status in findings.statuses), f"no success path reached: {findings.statuses}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from nmbrs_visma.clients.http import ApiError, ServerError
+from nmbrs_visma.clients.errors import ApiError, ServerError
 from nmbrs_visma.clients.visma_net import JournalTransactionSummary
 from nmbrs_visma.journals.keys import fingerprint, key_marker, posting_key, read_marker
 from nmbrs_visma.journals.payload import (

@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from nmbrs_visma.clients.http import RetryPolicy
-from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+from nmbrs_visma.clients.visma_connect import VismaConnectAuth
+from nmbrs_visma.clients.visma_net import VismaNetClient
 from nmbrs_visma.sandbox.demo_data import SEGMENTS
 from nmbrs_visma.sandbox.server import RunningServer, start_server
 from nmbrs_visma.sandbox.visma_net import (

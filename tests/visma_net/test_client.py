@@ -11,8 +11,9 @@ import httpx2
 import pytest
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.http import AuthError, NotFound, RetryPolicy, ServerError, TransportError, ValidationError
-from nmbrs_visma.clients.visma_net import VismaConnectAuth
+from nmbrs_visma.clients.errors import AuthError, NotFound, ServerError, TransportError, ValidationError
+from nmbrs_visma.clients.http import RetryPolicy
+from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 from nmbrs_visma.sandbox.visma_net import INTERACTIVE_CLIENT_ID
 
 from .conftest import TENANT, Sandbox, dumps, journal, subaccount
@@ -24,7 +25,8 @@ def _interactive(sandbox: Sandbox, tokens: list[dict], **kwargs) -> VismaConnect
 
 def _login(auth: VismaConnectAuth, tenant_id: str = "1000002") -> None:
     """Play the browser: open the authorize URL, follow the emulator's auto-approval to the callback."""
-    request = auth.authorization_request(tenant_id=tenant_id)
+    auth.tenant_id = tenant_id  # the tenant asked for at login (acr_values)
+    request = auth.authorization_request()
     query = parse_qs(urlsplit(request.url).query)
     assert query["code_challenge_method"] == ["S256"] and query["prompt"] == ["login"]
     assert "offline_access" in query["scope"][0].split() and query["state"] == [request.state]

@@ -5,16 +5,12 @@ from __future__ import annotations
 import httpx2
 import pytest
 
+from nmbrs_visma.clients.errors import AuthError, RateLimited, ServerError, TransportError, ValidationError
 from nmbrs_visma.clients.http import (
     NMBRS_ERRORS,
     VISMA_NET_ERRORS,
-    AuthError,
-    RateLimited,
     RetryPolicy,
     Sender,
-    ServerError,
-    TransportError,
-    ValidationError,
     read_rate_limit,
     retry_after_seconds,
 )

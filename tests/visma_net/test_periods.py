@@ -13,7 +13,8 @@ import httpx2
 import pytest
 from pydantic import SecretStr
 
-from nmbrs_visma.clients.visma_net import VismaConnectAuth, VismaNetClient
+from nmbrs_visma.clients.visma_connect import VismaConnectAuth
+from nmbrs_visma.clients.visma_net import VismaNetClient
 from nmbrs_visma.sandbox import demo_data
 from nmbrs_visma.sandbox.visma_net import LEDGERS, OAuthClient
 from nmbrs_visma.sandbox.visma_net.world import Tenant, fiscal_periods, fiscal_year_bounds

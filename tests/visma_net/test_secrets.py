@@ -7,7 +7,7 @@ import logging
 import httpx2
 import pytest
 
-from nmbrs_visma.clients.http import ApiError
+from nmbrs_visma.clients.errors import ApiError
 from nmbrs_visma.sandbox.visma_net import (
     INTERACTIVE_CLIENT_SECRET,
     SERVICE_CLIENT_SECRET,

@@ -96,8 +96,8 @@ def _fault_body(fault: VismaFault) -> dict[str, Any]:
 
 
 class _RequestId:
-    """ASGI middleware: an `Ipp-Request-Id` on every answer (plain ASGI: Starlette's `BaseHTTPMiddleware` costs the
-    emulator a streamed copy of each response, CPU that the benchmark's contenders share)."""
+    """ASGI middleware: an `Ipp-Request-Id` on every answer (plain ASGI: Starlette's `BaseHTTPMiddleware` streams
+    a copy of each response, CPU an emulator takes from the code it serves when both share a machine)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
