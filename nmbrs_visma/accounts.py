@@ -246,13 +246,12 @@ def print_statuses(
 
 def run_accounts(output: OutputFormat = "table") -> int:
     """`nmbrs-visma accounts`: exit status 1 when an account needs `connect`, 2 when they cannot be read."""
-    from nmbrs_visma.output import note, stderr_console
+    from nmbrs_visma.output import fail, note
 
     try:
         statuses = read_account_statuses()
     except Exception as exc:  # the Prefect API unreachable, say: one line on stderr, no traceback
-        stderr_console().print(f"error: cannot read the accounts: {exc}", markup=False, soft_wrap=True)
-        return 2
+        return fail(f"cannot read the accounts: {exc}")
     if not statuses and output == "table":
         note("No accounts configured yet: add them with `nmbrs-visma config apply FILE`.")
         return 0

@@ -3,9 +3,9 @@
 Why one object read once: a setting read here and there (one at import, others per call) can change half-way
 through a run, and a bad value surfaced deep inside a task. Each flow run reads `Settings.load()` when it starts
 (flows/run_settings.py) and hands the values down: the posting ledger's URL and lock time-out, the dry-run
-output folder, the settle time of an unanswered create, the worker count. Nothing reads these variables at
-import, so a worker whose environment changes between runs applies the change to the next run. A command that
-runs outside a flow (`status`) reads its own `Settings.load()` once.
+output folder, the settle time of an unanswered create, the wait for an Nmbrs journal document, the worker
+count. Nothing reads these variables at import, so a worker whose environment changes between runs applies the
+change to the next run. A command that runs outside a flow (`status`) reads its own `Settings.load()` once.
 
 What belongs to one account (the HTTP client time-out, `timeout_seconds`) lives in its account block, beside
 the URL it applies to; what belongs to the worker process lives here.
@@ -25,6 +25,7 @@ DEFAULT_MAX_WORKERS = 8
 DEFAULT_OUTPUT_DIR = Path("nmbrs-visma-output")
 DEFAULT_LOCK_TIMEOUT = 900.0  # seconds a run waits for another run's posting of the same key
 DEFAULT_SETTLE_SECONDS = 300.0  # how long an unanswered create may take to show in Visma.net's listing
+DEFAULT_DOCUMENT_WAIT = 60.0  # how long Nmbrs may take to prepare a run's journal document
 
 
 class SettingsError(ValueError):
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
         "be in flight).",
     )
 
+    document_wait: float = Field(
+        default=DEFAULT_DOCUMENT_WAIT,
+        gt=0,
+        title="Journal document wait (seconds)",
+        description="Seconds Nmbrs may take to prepare a payroll run's journal document (it answers 202 until then); "
+        "past it the company's administration is reported failed with nothing sent, and the next run reads it again.",
+    )
+
     @field_validator("output_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
@@ -113,6 +122,7 @@ def settings_table() -> list[tuple[str, str, str]]:
 
 
 __all__ = [
+    "DEFAULT_DOCUMENT_WAIT",
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_MAX_WORKERS",
     "DEFAULT_OUTPUT_DIR",

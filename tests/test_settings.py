@@ -20,7 +20,7 @@ from nmbrs_visma.posting_ledger import PostingLedger
 from nmbrs_visma.settings import Settings, SettingsError, env_name, settings_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIELDS = ("max_workers", "ledger_url", "output_dir", "lock_timeout", "settle_seconds")
+FIELDS = ("max_workers", "ledger_url", "output_dir", "lock_timeout", "settle_seconds", "document_wait")
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def test_the_variables_and_defaults_are_the_ones_documented_before(clean_env: py
         "NMBRS_VISMA_OUTPUT_DIR",
         "NMBRS_VISMA_LOCK_TIMEOUT",
         "NMBRS_VISMA_SETTLE_SECONDS",
+        "NMBRS_VISMA_DOCUMENT_WAIT",
     ]
     settings = Settings.load()
     assert settings.max_workers == 8
@@ -50,6 +51,7 @@ def test_the_variables_and_defaults_are_the_ones_documented_before(clean_env: py
     assert settings.output_dir == Path("nmbrs-visma-output")
     assert settings.lock_timeout == 900.0
     assert settings.settle_seconds == 300.0
+    assert settings.document_wait == 60.0
 
 
 def test_each_variable_is_read_typed(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

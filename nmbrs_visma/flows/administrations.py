@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
+from nmbrs_visma.blocks.locks import Reservation
 from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.keys import administration_id
@@ -36,11 +37,11 @@ from nmbrs_visma.journals.models import AdministrationMapping, AdministrationRef
 from nmbrs_visma.output import pass_progress
 from nmbrs_visma.posting_ledger import CompletedRun, LedgerUnavailable, PostingLedger, PostingState
 from nmbrs_visma.results import Status, StatusRow
-from nmbrs_visma.settings import DEFAULT_SETTLE_SECONDS
+from nmbrs_visma.settings import DEFAULT_DOCUMENT_WAIT, DEFAULT_SETTLE_SECONDS
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
-from nmbrs_visma.tasks.posting import Posting, post_administration
+from nmbrs_visma.tasks.posting import Posting, post_administration, reserve_administration_locks
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
 from nmbrs_visma.tasks.runs import RunFilter, find_runs
@@ -60,20 +61,35 @@ COMPLETED_BATCH = 50  # completed runs written to the ledger together
 UNITS_PER_WORKER = 3  # administrations under way per sending slot: the others read Nmbrs, lock and look up
 
 
+Reserve = Callable[[Sequence[str]], dict[str, Reservation]]
+
+
+@dataclass
+class Planned:
+    """One administration's share of a planned batch: its companies' plans, and the locks reserved for it."""
+
+    plans: list[CompanyPlan]
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+
+
 class Planner:
     """Plans the companies of administrations preparing at the same moment in one build, up to `PLAN_BATCH`
     companies: pandas' fixed cost per call outweighs the work on a run's few hundred lines, so a batch pays it
-    once. One plan at a time, in its own thread; a request that finds the planner idle is planned at once, alone."""
+    once. One plan at a time, in its own thread; a request that finds the planner idle is planned at once, alone.
 
-    def __init__(self, most: int = PLAN_BATCH) -> None:
+    `reserve` (a posting pass): the administration locks of a batch's postings, asked for in one call to the
+    Prefect server instead of one per administration (each call is a write on the server)."""
+
+    def __init__(self, most: int = PLAN_BATCH, *, reserve: Reserve | None = None) -> None:
         self.most = most
-        self._queue: queue.SimpleQueue[tuple[list[CompanyRead], Future[list[CompanyPlan]]] | None] = queue.SimpleQueue()
+        self.reserve = reserve
+        self._queue: queue.SimpleQueue[tuple[list[CompanyRead], Future[Planned]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
-    def plan(self, reads: list[CompanyRead]) -> list[CompanyPlan]:
-        """`plan_read_companies(reads)`, batched with whatever else is waiting."""
-        future: Future[list[CompanyPlan]] = Future()
+    def plan(self, reads: list[CompanyRead]) -> Planned:
+        """`plan_read_companies(reads)`, batched with whatever else is waiting, with the reserved locks."""
+        future: Future[Planned] = Future()
         with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
@@ -102,24 +118,27 @@ class Planner:
             if stop:
                 return
 
-    @staticmethod
-    def _plan(batch: list[tuple[list[CompanyRead], Future[list[CompanyPlan]]]]) -> None:
+    def _plan(self, batch: list[tuple[list[CompanyRead], Future[Planned]]]) -> None:
         try:
             plans = plan_read_companies([read for reads, _ in batch for read in reads])
+            administrations = sorted({p.administration for plan in plans for p in plan.postings})
+            reserved = self.reserve(administrations) if self.reserve is not None and administrations else {}
         except BaseException as exc:  # a bug: every waiting administration fails with it, none hangs
             for _, future in batch:
                 future.set_exception(exc)
             return
         start = 0
         for reads, future in batch:
-            future.set_result(plans[start : start + len(reads)])
+            mine = plans[start : start + len(reads)]
+            wanted = {p.administration for plan in mine for p in plan.postings}
+            future.set_result(Planned(mine, {a: reserved[a] for a in wanted if a in reserved}))
             start += len(reads)
 
 
 @dataclass
 class Pass:
     """What every administration of one flow run shares: the companies, clients, ledger, filter and limits
-    (`workers` and `settle_seconds` from the run's settings, read once when it started)."""
+    (`workers`, `settle_seconds` and `document_wait` from the run's settings, read once when it started)."""
 
     selection: Selection
     connections: Connections
@@ -128,6 +147,7 @@ class Pass:
     workers: int
     today: dt.date
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    document_wait: float = DEFAULT_DOCUMENT_WAIT
     post: bool = True
     repost_changed: bool = False
     journal_file: Path | None = None
@@ -142,7 +162,13 @@ class Pass:
 
     def __post_init__(self) -> None:
         self.sending = threading.BoundedSemaphore(self.workers)
-        self.planner = Planner()
+        reserve: Reserve | None = None
+        if self.post:  # in the flow run's context (its Prefect API), whichever thread plans
+            reserve = partial(
+                contextvars.copy_context().run,
+                partial(reserve_administration_locks, timeout_seconds=self.ledger.lock_timeout),
+            )
+        self.planner = Planner(reserve=reserve)
         self.reads = ThreadPoolExecutor(UNITS_PER_WORKER * self.workers, thread_name_prefix="nmbrs-read")
 
     def nmbrs_account(self, company: int) -> str | None:
@@ -157,6 +183,12 @@ class Prepared:
     rows: list[StatusRow] = field(default_factory=list)
     postings: list[Posting] = field(default_factory=list)
     runs: list[PayrollRun] = field(default_factory=list)
+    reservations: dict[str, Reservation] = field(default_factory=dict)  # administration -> its lock, asked for
+
+    def cancel_reservations(self) -> None:
+        """Give up every reserved lock not held (a no-op for one its posting task holds or held)."""
+        for reservation in self.reservations.values():
+            reservation.cancel()
 
     def message(self) -> str:
         refused = [row for row in self.rows if row.status in {Status.REFUSED, Status.FAILED}]
@@ -189,11 +221,17 @@ def prepare_administration(label: str, companies: list[int], work: Pass) -> Stat
         if read is not None:
             reads.append(read)
     if reads:
-        for read, plan in zip(reads, work.planner.plan(reads), strict=True):
-            prepared.rows.extend(plan.rows)
-            prepared.postings.extend(plan.postings)
-            planned = {posting.run_id for posting in plan.postings}
-            prepared.runs.extend(j.run for j in read.journals.runs if j.run.run_id in planned)
+        planned = work.planner.plan(reads)
+        prepared.reservations = planned.reservations
+        try:
+            for read, plan in zip(reads, planned.plans, strict=True):
+                prepared.rows.extend(plan.rows)
+                prepared.postings.extend(plan.postings)
+                runs = {posting.run_id for posting in plan.postings}
+                prepared.runs.extend(j.run for j in read.journals.runs if j.run.run_id in runs)
+        except BaseException:
+            prepared.cancel_reservations()
+            raise
     return Completed(message=prepared.message(), data=prepared)
 
 
@@ -267,7 +305,8 @@ def _runs_to_read(
                 )
             )  # fmt: skip
         return rows, None
-    return rows, partial(extract_journals, company, nmbrs_company, client, found.todo, mapping_journal_kind(mapping))
+    kind = mapping_journal_kind(mapping)
+    return rows, partial(extract_journals, company, nmbrs_company, client, found.todo, kind, work.document_wait)
 
 
 def _reference(mapping: AdministrationMapping, work: Pass) -> AdministrationReference:
@@ -349,11 +388,14 @@ class Administrations:
             reason = f"preparing {label} failed: {type(exc).__name__}: {exc}"
             prepared = Prepared(rows=[_failed(company, reason) for company in companies])
         rows = list(prepared.rows)
-        if not self.work.post:
-            with self._guard:
-                self.postings.extend(prepared.postings)
-        elif prepared.postings:
-            rows.extend(self._post(prepared))
+        try:
+            if not self.work.post:
+                with self._guard:
+                    self.postings.extend(prepared.postings)
+            elif prepared.postings:
+                rows.extend(self._post(prepared))
+        finally:
+            prepared.cancel_reservations()  # a lock its posting task did not take: back at once, not at its deadline
         self._done(group, companies, rows)
 
     def _post(self, prepared: Prepared) -> list[StatusRow]:
@@ -373,6 +415,7 @@ class Administrations:
                         self.work.flow_run_id,
                         quote(self.work.sending),
                         self.work.repost_changed,
+                        reservation=prepared.reservations.get(administration),
                         settle_seconds=self.work.settle_seconds,
                     )
                 )

@@ -290,10 +290,11 @@ def run_connect(*, system: str, account: str, port: int | None) -> int:
     """`nmbrs-visma connect`: 0 when connected, 1 when not (the reason printed, never a traceback)."""
     from rich.console import Console
 
+    from nmbrs_visma.output import fail
+
     console = Console()
     if system not in ACCOUNT_TYPES:
-        console.print(f"[red]unknown system {system!r}[/]: choose visma or nmbrs")
-        return 2
+        return fail(f"unknown system {system!r}: choose visma or nmbrs")
 
     def show(url: str) -> None:
         console.print("Open this URL to log in (a fresh login is asked for; the browser opens it if it can):")

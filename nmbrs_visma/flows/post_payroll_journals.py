@@ -142,6 +142,7 @@ def run_pass(
         run_filter,
         workers=settings.max_workers,
         settle_seconds=settings.settle_seconds,
+        document_wait=settings.document_wait,
         today=today(),
         post=not dry_run,
         repost_changed=repost_changed,

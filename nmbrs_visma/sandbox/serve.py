@@ -155,21 +155,18 @@ def serve_forever(
     their configuration to `write_config`). 2, with one line on stderr, when a port is taken or the file cannot
     be written; 0 after Ctrl-C or SIGTERM."""
     from rich.console import Console
-    from rich.text import Text
+
+    from nmbrs_visma.output import fail
 
     console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
     if (problem := port_problem(host, visma_port, nmbrs_port)) is not None:
-        errors.print(Text.assemble(("error:", "red"), f" {problem}"), soft_wrap=True)
-        return 2
+        return fail(problem)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         sandboxes = start_sandboxes(host=host, visma_port=visma_port, nmbrs_port=nmbrs_port)
     except RuntimeError as exc:  # a port taken between the check and the start
-        problem = f" {exc}: is --visma-port {visma_port} or --nmbrs-port {nmbrs_port} in use?"
-        errors.print(Text.assemble(("error:", "red"), problem), soft_wrap=True)
-        return 2
+        return fail(f"{exc}: is --visma-port {visma_port} or --nmbrs-port {nmbrs_port} in use?")
     try:
         console.print(f"Visma.net ERP + Visma Connect emulator: [bold]{sandboxes.visma_url}[/]")
         console.print(f"Nmbrs REST + identity emulator:        [bold]{sandboxes.nmbrs_url}[/]")
@@ -178,9 +175,7 @@ def serve_forever(
             try:
                 write_sandbox_config(write_config, sandboxes)
             except OSError as exc:
-                problem = f" cannot write {write_config}: {exc.strerror or exc}"
-                errors.print(Text.assemble(("error:", "red"), problem), soft_wrap=True)
-                return 2
+                return fail(f"cannot write {write_config}: {exc.strerror or exc}")
             console.print(
                 f"Configuration written to [bold]{write_config}[/]: its first lines say how to apply it and try "
                 "every command.",

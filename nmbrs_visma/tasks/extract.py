@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from nmbrs_visma.journals.models import AdministrationMapping, PayrollRun
 from nmbrs_visma.journals.nmbrs_xml import JournalXmlError
+from nmbrs_visma.settings import DEFAULT_DOCUMENT_WAIT
 
 if TYPE_CHECKING:
     from nmbrs_visma.clients.nmbrs import NmbrsClient, NmbrsCompany
@@ -60,14 +61,19 @@ def find_nmbrs_companies(account: str, client: NmbrsClient) -> dict[int, NmbrsCo
 
 
 def extract_journals(
-    company_number: int, company: NmbrsCompany, client: NmbrsClient, runs: Sequence[PayrollRun], kind: str
+    company_number: int,
+    company: NmbrsCompany,
+    client: NmbrsClient,
+    runs: Sequence[PayrollRun],
+    kind: str,
+    document_wait: float = DEFAULT_DOCUMENT_WAIT,
 ) -> CompanyJournals:
     """The journals of the company's runs to post (all reads: safe to retry); a journal that cannot be parsed
-    is that run's error, the others are read on."""
+    is that run's error, the others are read on. `document_wait`: seconds Nmbrs may take per journal document."""
     journals = []
     for run in runs:
         try:
-            journals.append(RunJournal(run, client.journals(run, kind=kind)))
+            journals.append(RunJournal(run, client.journals(run, kind=kind, max_wait=document_wait)))
         except JournalXmlError as exc:
             journals.append(RunJournal(run, error=str(exc)))
     return CompanyJournals(company_number, company.name, journals)

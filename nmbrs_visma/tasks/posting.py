@@ -673,11 +673,17 @@ def _held(reservation: Reservation, _administration: str) -> AbstractContextMana
     return reservation.hold()
 
 
-def reserve_administration_lock(administration: str, *, timeout_seconds: float) -> Reservation:
-    """The administration's lock, to ask for ahead of its posting task (see `blocks.locks.reserve`)."""
-    from nmbrs_visma.blocks.locks import Reservation
+def reserve_administration_locks(administrations: Sequence[str], *, timeout_seconds: float) -> dict[str, Reservation]:
+    """The administrations' locks, asked for ahead of their posting tasks in one call to the Prefect server
+    (`blocks.locks.reserve`); each posting task holds its own (`post_administration(reservation=)`) or gives it up."""
+    from nmbrs_visma.blocks.locks import Reservation, reserve
 
-    return Reservation(administration_lock_name(administration), timeout_seconds=timeout_seconds)
+    reservations = {
+        administration: Reservation(administration_lock_name(administration), timeout_seconds=timeout_seconds)
+        for administration in administrations
+    }
+    reserve(list(reservations.values()))
+    return reservations
 
 
 @task(name="post-administration", cache_policy=NO_CACHE, task_run_name="post-{administration}")

@@ -85,3 +85,51 @@ def test_a_batch_that_cannot_be_planned_whole_is_planned_company_by_company(brok
     else:
         assert planned == [_alone(company) for company in companies]
         assert planned[0].postings and planned[-1].postings
+
+
+def test_the_planner_reserves_a_batchs_administration_locks_in_one_call() -> None:
+    """Administrations preparing at once are planned in one batch, and their locks asked for in one call; each
+    gets the reservations of its own postings only, and a batch whose reservation fails fails every waiter."""
+    import threading
+
+    from nmbrs_visma.flows.administrations import Planner
+
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def reserve(administrations):  # the Prefect server's call, recorded; the first waits so the rest queue up
+        calls.append(list(administrations))
+        if len(calls) == 1:
+            release.wait(5)
+        return {administration: f"lock of {administration}" for administration in administrations}
+
+    planner = Planner(reserve=reserve)
+    results: dict[int, object] = {}
+    reads = {number: _company(number, (f"run-{number}", MARCH_WITH_CORRECTION)) for number in (1002, 1003, 1006)}
+    first = threading.Thread(target=lambda: results.setdefault(1002, planner.plan([reads[1002]])))
+    first.start()
+    while not calls:  # the first batch is being reserved: the next two requests wait in the queue together
+        threading.Event().wait(0.01)
+    others = [
+        threading.Thread(target=lambda n=n: results.setdefault(n, planner.plan([reads[n]]))) for n in (1003, 1006)
+    ]
+    for thread in others:
+        thread.start()
+    threading.Event().wait(0.2)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    planner.close()
+    administrations = {n: {p.administration for plan in results[n].plans for p in plan.postings} for n in reads}
+    assert all(administrations.values())
+    assert len(calls) == 2 and sorted(calls[1]) == sorted(administrations[1003] | administrations[1006])
+    for number in reads:
+        assert set(results[number].reservations) == administrations[number]
+
+    def broken(administrations):
+        raise RuntimeError("the Prefect server is gone")
+
+    failing = Planner(reserve=broken)
+    with pytest.raises(RuntimeError, match="server is gone"):
+        failing.plan([reads[1002]])
+    failing.close()

@@ -62,6 +62,19 @@ def _booked_by_tenant(sandboxes: object, ledger) -> dict[str, dict[tuple, int]]:
     return {tenant: {k: v for k, v in lines.items() if v} for tenant, lines in booked.items()}
 
 
+def _assert_administration_locks_free(administrations: set[str]) -> None:
+    """Every administration lock the pass reserved ahead (in batches, flows/administrations.py) or took is free
+    again: held ones released, unneeded ones given up, none left to lapse at its deadline."""
+    from prefect.client.orchestration import get_client
+
+    from nmbrs_visma.tasks.posting import administration_lock_name
+
+    with get_client(sync_client=True) as client:
+        for administration in administrations:
+            limit = client.read_global_concurrency_limit_by_name(administration_lock_name(administration))
+            assert limit.active_slots == 0, administration
+
+
 def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sandboxes: object, ledger) -> None:
     rows = _post()
 
@@ -101,6 +114,7 @@ def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sa
     count = len(ledger(sandboxes))
     assert count == sum(1 for row in rows if row.status is Status.SENT)
     calls_before = len(_journal_calls(sandboxes))
+    _assert_administration_locks_free({row.administration for row in rows if row.status is Status.SENT})
 
     again = _post()
     assert len(ledger(sandboxes)) == count

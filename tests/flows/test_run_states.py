@@ -77,3 +77,21 @@ def test_a_dry_run_is_named_tagged_and_keyed_apart_and_its_payloads_are_readable
     assert _flow_run(real).name == "2026-03 · company 1002"
     shown = Artifact.get(status_artifact_key(sent.administration, "2026-03", dry_run=False))
     assert shown is not None and sent.batch_number in shown.data and "dry run" not in shown.data
+
+
+def test_the_journal_document_wait_is_the_runs_setting(sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`NMBRS_VISMA_DOCUMENT_WAIT`, read when the run starts, bounds the wait for a document Nmbrs never finishes:
+    the run fails naming the wait, nothing is sent, and the next run (documents ready) posts it."""
+    from nmbrs_visma.flows.post_payroll_journals import pass_rows
+
+    monkeypatch.setenv("NMBRS_VISMA_DOCUMENT_WAIT", "0.5")
+    sandboxes.nmbrs_world.never_finish = True
+    try:
+        waited = _run(period="2026-03", companies=[1002])
+    finally:
+        sandboxes.nmbrs_world.never_finish = False
+    assert waited.is_failed()
+    (row,) = pass_rows(waited)
+    assert row.status is Status.FAILED and "still processing after 0.5s" in row.reason, row.reason
+    assert ("POST", "/v2/journaltransaction") not in sandboxes.visma_calls
+    assert _run(period="2026-03", companies=[1002]).is_completed()
