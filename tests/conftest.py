@@ -90,3 +90,106 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     yield postgres_server.create_database(name)
     if postgres_server.running:
         postgres_server.drop_database(name)
+
+
+# -- ledger databases, for test_posting_ledger.py and test_status.py -----------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.slow),
+    ]
+)
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty ledger database on each backend, distinct per test; its cached engine is dropped after."""
+    from tests.support import dispose_engine
+
+    url = (
+        f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    yield url
+    dispose_engine(url)
+
+
+# -- the emulators, for the client and sandbox tests (and a few others); their helpers are in tests/support.py ----
+# Imported when first used: a folder that needs no emulator does not pay for FastAPI and uvicorn.
+
+if TYPE_CHECKING:
+    from nmbrs_visma.clients.nmbrs import NmbrsAuth, NmbrsClient
+    from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
+    from nmbrs_visma.sandbox.server import RunningServer
+    from tests.support import Sandbox, Sleeps, TokenLog
+
+
+@pytest.fixture
+def world() -> NmbrsWorld:
+    """A fresh Nmbrs demo world per test (a module may override it, e.g. with `support.periodic_world()`)."""
+    from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
+
+    return NmbrsWorld().seed_demo()
+
+
+@pytest.fixture
+def server(world: NmbrsWorld) -> Iterator[RunningServer]:
+    """The Nmbrs emulator serving `world` over real HTTP (uvicorn, a free loopback port)."""
+    from nmbrs_visma.sandbox.nmbrs import create_app
+    from nmbrs_visma.sandbox.server import serving
+
+    with serving(create_app(world)) as running:
+        yield running
+
+
+@pytest.fixture
+def tokens() -> TokenLog:
+    """Every token pair the `auth` fixture's client is handed."""
+    from tests.support import TokenLog
+
+    return TokenLog()
+
+
+@pytest.fixture
+def auth(server: RunningServer, tokens: TokenLog) -> Iterator[NmbrsAuth]:
+    """The emulator's demo client, connected."""
+    from tests.support import connect, make_auth
+
+    auth = make_auth(server, tokens)
+    connect(auth)
+    yield auth
+    auth.close()
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """Waits recorded instead of slept (pass it as a client's `sleep`)."""
+    from tests.support import Sleeps
+
+    return Sleeps()
+
+
+@pytest.fixture
+def client(server: RunningServer, auth: NmbrsAuth) -> Iterator[NmbrsClient]:
+    """An `NmbrsClient` of the emulator, authorised, retrying and polling in milliseconds."""
+    from tests.support import make_client
+
+    with make_client(server, auth) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One Visma.net emulator (demo world) per test module; `clean_world` resets it around each test."""
+    from tests.support import Sandbox
+
+    with Sandbox.running() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(autouse=True)
+def clean_world(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around each test that uses `sandbox`: no fault armed, settings put back after (`Sandbox.clean`)."""
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    with request.getfixturevalue("sandbox").clean():
+        yield

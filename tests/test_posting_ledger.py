@@ -22,14 +22,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from nmbrs_visma import posting_ledger
 from nmbrs_visma.posting_ledger import (
     POSTINGS,
     LedgerUnavailable,
@@ -38,6 +36,7 @@ from nmbrs_visma.posting_ledger import (
     PostingLedger,
     PostingState,
 )
+from tests.support import dispose_engine
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, ForkServerProcess
@@ -84,13 +83,6 @@ def _content(entry: PostingEntry) -> dict[str, Any]:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _dispose(url: str) -> None:
-    """Drop the module's cached engine for `url` (its pool would keep connections to a dropped database)."""
-    engine = posting_ledger._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
 
 
 def _next(events: Events, timeout: float = WAIT) -> tuple[str, float]:
@@ -168,21 +160,6 @@ def children() -> Iterator[list[ForkServerProcess]]:
         if process.is_alive():
             process.kill()
         process.join(WAIT)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.slow),
-    ]
-)
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty ledger database on each backend, distinct per test (engines are cached per URL)."""
-    url = (
-        f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    )
-    yield url
-    _dispose(url)
 
 
 def _start(
@@ -544,7 +521,7 @@ def test_a_stopped_postgres_is_unavailable_and_a_restarted_one_is_used_again(
             held.put(written.model_copy(update={"released": True}))
         assert ledger.entries(["k1"])["k1"][0].released is True
     finally:
-        _dispose(url)
+        dispose_engine(url)
 
 
 @pytest.mark.slow
@@ -563,7 +540,7 @@ def test_postgres_stopping_while_a_key_is_held(postgres_server: PostgresServer, 
         with ledger.holding(["k1"]) as held:  # the lock died with the server's session
             assert [entry.state for entry in held.entries()["k1"]] == [PostingState.INTENT]
     finally:
-        _dispose(postgres_url)
+        dispose_engine(postgres_url)
 
 
 # -- 6. concurrent first use -----------------------------------------------------------------------------------

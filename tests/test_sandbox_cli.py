@@ -31,6 +31,7 @@ import yaml
 from deployment.harness import background, background_command, prefect_env, wait_for_ports, wait_healthy
 
 from nmbrs_visma.sandbox.server import free_port
+from tests.support import run_python
 
 CLI = [sys.executable, "-m", "nmbrs_visma.cli"]
 WIDTH = 100
@@ -169,16 +170,7 @@ def terminal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terminal]:
         applied = shell.run("config", "apply", str(config))
         assert applied.returncode == 0, applied.stdout + applied.stderr
         # `nmbrs-visma connect nmbrs`, with the browser's part done as the emulator answers a browser
-        connected = subprocess.run(
-            [sys.executable, "-c", "from nmbrs_visma.demo import connect_demo_nmbrs; connect_demo_nmbrs()"],
-            env=env,
-            cwd=base,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert connected.returncode == 0, connected.stderr
+        run_python("from nmbrs_visma.demo import connect_demo_nmbrs; connect_demo_nmbrs()", env=env, cwd=base)
         yield shell
 
 

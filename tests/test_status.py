@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,28 +25,11 @@ from typing import Any
 
 import pytest
 
-from nmbrs_visma import posting_ledger
 from nmbrs_visma.journals.models import AdministrationMapping, PeriodType
 from nmbrs_visma.outcomes import StatusQuery, outcomes_of, record_pass, run_month, status_lines
 from nmbrs_visma.posting_ledger import CompletedRun, PostingEntry, PostingLedger, PostingState, RunOutcome
 from nmbrs_visma.results import Status, StatusRow
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.slow),
-    ]
-)
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty ledger database on each backend (tests/postgres.py starts a real PostgreSQL server)."""
-    url = (
-        f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    )
-    yield url
-    engine = posting_ledger._engines.pop(url, None)  # its pool would keep connections to a dropped database
-    if engine is not None:
-        engine.dispose()
+from tests.support import at_once
 
 
 def _sent(company: int, period: str, batch: str, **changes: Any) -> StatusRow:
@@ -175,23 +158,14 @@ def test_recording_a_pass_is_all_or_nothing(ledger_url: str) -> None:
 
 def test_two_passes_recording_the_same_run_at_once_both_succeed(ledger_url: str) -> None:
     ledger = PostingLedger(ledger_url)
-    errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def record(batch: str) -> None:
         start.wait(10)
-        try:
-            for _ in range(10):
-                ledger.record_outcomes(outcomes_of([_sent(1001, "202603", batch), _refused(1001, period="202602")], {}))
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(10):
+            ledger.record_outcomes(outcomes_of([_sent(1001, "202603", batch), _refused(1001, period="202602")], {}))
 
-    threads = [threading.Thread(target=record, args=(batch,)) for batch in ("000001", "000002")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    at_once([functools.partial(record, batch) for batch in ("000001", "000002")], timeout=60)  # an error fails here
     found = ledger.outcomes(companies=[1001])
     assert [(o.period, o.status) for o in found] == [("202603", "sent"), ("202602", "refused")]  # by administration
     assert found[0].batch_number in {"000001", "000002"}

@@ -101,17 +101,9 @@ class NmbrsAccount(OAuthAccount):
         from nmbrs_visma.clients.nmbrs import NmbrsAuth
 
         return NmbrsAuth(
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            redirect_uri=self.redirect_uri,
-            token=self.token_dict(),
-            on_token=on_token,
-            guard=guard,
-            authorize_url=self.authorize_url,
-            token_url=self.token_url,
+            **self._auth_settings(on_token=on_token, guard=guard),
             scopes=list(self.scopes),
             refresh_token_lifetime=dt.timedelta(days=self.refresh_token_lifetime_days),
-            timeout=self.timeout_seconds,
         )
 
     def get_client(self, *, timeout: float | None = None) -> NmbrsClient:

@@ -88,6 +88,12 @@ class OAuthAccount(CachedJsonSchema, CredentialsBlock):
         title="Refresh token lifetime (days)",
         description="Days a refresh token stays valid unused; after that the account must be connected again.",
     )
+    timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        title="Time-out (seconds)",
+        description="Seconds the client waits to connect, to send a request or for the next bytes of an answer.",
+    )
 
     @property
     def refresh_token_expires_at(self) -> dt.datetime | None:
@@ -171,8 +177,22 @@ class OAuthAccount(CachedJsonSchema, CredentialsBlock):
         return SavedAccountGuard(type(self), name) if guarded and self.uses_refresh_token and name else None
 
     def _auth(self, *, on_token: TokenCallback, guard: TokenGuard | None) -> OAuth2Auth:
-        """The system's auth class built from this block's fields."""
+        """The system's auth class built from this block's fields (`_auth_settings` and its own)."""
         raise NotImplementedError
+
+    def _auth_settings(self, *, on_token: TokenCallback, guard: TokenGuard | None) -> dict[str, Any]:
+        """What every auth takes from the block: the client, its endpoints, the saved token and where new ones go."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "redirect_uri": self.redirect_uri,
+            "token_url": self.token_url,
+            "authorize_url": self.authorize_url,
+            "token": self.token_dict(),
+            "on_token": on_token,
+            "guard": guard,
+            "timeout": self.timeout_seconds,
+        }
 
     def renew_token(self) -> None:
         """Get a new token pair now (saved at once). The caller holds the account's token lock."""

@@ -112,18 +112,10 @@ class VismaNetAccount(OAuthAccount):
         from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 
         return VismaConnectAuth(
-            client_id=self.client_id,
-            client_secret=self.client_secret,
+            **self._auth_settings(on_token=on_token, guard=guard),
             flow="interactive" if self.uses_refresh_token else "service",
             tenant_id=self.tenant_id or None,
-            redirect_uri=self.redirect_uri,
-            token=self.token_dict(),
-            on_token=on_token,
-            guard=guard,
-            token_url=self.token_url,
-            authorize_url=self.authorize_url,
             scopes=self.scopes or None,
-            timeout=self.timeout_seconds,
         )
 
     def get_client(self, *, timeout: float | None = None) -> VismaNetClient:

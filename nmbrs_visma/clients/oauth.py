@@ -222,18 +222,19 @@ class OAuth2Auth(httpx2.Auth):
             return SecretStr(str(self._token["access_token"]))
 
     def renew(self, *, stale: SecretStr | str | None = None) -> None:
-        """Get a new token now, under the guard's lock: adopt the one another run saved meanwhile if it is live,
-        else refresh (or the system's grant without a refresh token). With `stale`, do nothing when the held
-        access token is no longer that one (another thread renewed it already)."""
+        """Get a new token now, under the guard's lock: adopt the pair another run saved meanwhile (and refresh
+        that one if it expires too), else refresh ours (or the system's grant without a refresh token). With
+        `stale`, do nothing when the held access token is no longer that one (another thread renewed it)."""
         stale_value = stale.get_secret_value() if isinstance(stale, SecretStr) else stale
         with self._lock, self.guard.hold():
             held = (self._token or {}).get("access_token")
             if stale_value is not None and held is not None and held != stale_value:
                 return
             saved = self.guard.saved_token()
-            if saved and saved.get("access_token") not in (None, held) and not self._expiring(saved):
-                self._token = dict(saved)  # a newer live pair: ours (and its refresh token) is spent
-                return
+            if saved and saved.get("access_token") not in (None, held):
+                self._token = dict(saved)  # a newer pair saved by another run: ours (and its refresh token) is spent
+                if not self._expiring(self._token):
+                    return
             refresh_token = (self._token or {}).get("refresh_token")
             if not refresh_token:
                 self._grant_without_refresh_token()

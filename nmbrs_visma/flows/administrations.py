@@ -43,7 +43,7 @@ from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
 from nmbrs_visma.tasks.posting import Posting, post_administration, reserve_administration_locks
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
-from nmbrs_visma.tasks.report import PayloadFile, publish_administration, write_payload
+from nmbrs_visma.tasks.report import PayloadFile, StatusArtifacts, publish_administration, write_payload
 from nmbrs_visma.tasks.runs import RunFilter, find_runs
 
 logger = logging.getLogger(__name__)
@@ -358,6 +358,7 @@ class Administrations:
         self._open_accounts = Counter(group[0] for group in self._groups)
         self._open_references = Counter(reference_key(work.selection.mappings[c]) for c in work.selection.mappings)
         self._artifacts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-artifacts")
+        self._status_artifacts: StatusArtifacts | None = None
         self._completed: list[CompletedRun] = []
 
     def run(self) -> None:
@@ -376,6 +377,8 @@ class Administrations:
             self.work.reads.shutdown(wait=True)
             self.work.planner.close()
             self._write_completed()
+            if self._status_artifacts is not None:
+                self._artifacts.submit(self._status_artifacts.close)  # on its own thread, after the last artifact
             self._artifacts.shutdown(wait=True)
 
     def _administration(self, group: AdministrationGroup, companies: list[int]) -> None:
@@ -473,6 +476,10 @@ class Administrations:
         if not self.work.post:
             return
         administrations = sorted({row.administration for row in rows if row.administration})
+        with self._guard:
+            if self._status_artifacts is None:
+                self._status_artifacts = StatusArtifacts(self.work.flow_run_id)
+            artifacts = self._status_artifacts
         for administration in administrations:
             mine = [row for row in rows if row.administration == administration]
             with self._guard:
@@ -480,7 +487,14 @@ class Administrations:
             context = contextvars.copy_context()  # the flow run's: the artifact belongs to it
             self._artifacts.submit(
                 context.run,
-                partial(publish_administration, administration, mine, title=self.work.title, dry_run=False),
+                partial(
+                    publish_administration,
+                    administration,
+                    mine,
+                    title=self.work.title,
+                    dry_run=False,
+                    create=artifacts.create,
+                ),
             )
 
 

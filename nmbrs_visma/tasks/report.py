@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -85,9 +88,50 @@ def publish_results(
         publish_administration(administration, admin_rows, title=title, dry_run=dry_run)
 
 
-def publish_administration(administration: str, rows: Sequence[StatusRow], *, title: str, dry_run: bool) -> None:
+MarkdownCreator = Callable[..., Any]  # (markdown=, key=, description=): `create_markdown_artifact`'s signature
+
+
+class StatusArtifacts:
+    """Creates a pass's status artifacts through one Prefect client, opened on first use and kept until `close()`:
+    one connection for all of them, not a client and a connection per artifact (what `create_markdown_artifact`
+    opens each time). Each artifact belongs to the flow run `flow_run_id`, and its creation is announced with the
+    same `prefect.artifact.created` event. Use it from one thread (the pass's artifact thread)."""
+
+    def __init__(self, flow_run_id: str | None) -> None:
+        self.flow_run_id = UUID(flow_run_id) if flow_run_id else None
+        self._client: Any = None
+        self._owner: threading.Thread | None = None
+
+    def create(self, *, markdown: str, key: str, description: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactCreate
+
+        if self._client is None:
+            self._client = get_client(sync_client=True).__enter__()
+            self._owner = threading.current_thread()
+        assert self._owner is threading.current_thread(), "StatusArtifacts is used from one thread"
+        run = {"flow_run_id": self.flow_run_id} if self.flow_run_id is not None else {}
+        self._client.create_artifact(
+            ArtifactCreate(type="markdown", key=key, description=description, data=markdown, **run)
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.__exit__(None, None, None)
+
+
+def publish_administration(
+    administration: str,
+    rows: Sequence[StatusRow],
+    *,
+    title: str,
+    dry_run: bool,
+    create: MarkdownCreator = create_markdown_artifact,
+) -> None:
     """The administration's status artifact per payroll period of its rows (the run's period: corrections booked
-    into earlier financial periods stay with their run), each reason in full below the table (best effort)."""
+    into earlier financial periods stay with their run), each reason in full below the table (best effort).
+    `create`: how an artifact is made (a pass's `StatusArtifacts.create`, one client for all)."""
     by_period: dict[str, list[StatusRow]] = defaultdict(list)
     for row in rows:
         by_period[row.run_period or row.period].append(row)
@@ -109,7 +153,7 @@ def publish_administration(administration: str, rows: Sequence[StatusRow], *, ti
             + "\n"
         )
         try:
-            create_markdown_artifact(
+            create(
                 markdown=markdown,
                 key=status_artifact_key(administration, period, dry_run),
                 description=f"{administration} {period}: {summary(ordered)}" + (" (dry run)" if dry_run else ""),

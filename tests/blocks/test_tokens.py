@@ -4,7 +4,6 @@ once, a dead grant is a clear "connect again" error, and a client renewing mid-r
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -20,6 +19,7 @@ from nmbrs_visma.tasks.tokens import (
     refresh_token,
 )
 from tests.blocks.conftest import ENV, sandbox_config
+from tests.support import at_once
 
 
 @pytest.fixture
@@ -71,21 +71,7 @@ def test_an_expiring_token_is_refreshed_and_the_rotated_pair_saved(nmbrs_connect
 def test_concurrent_refreshes_of_one_account_refresh_once(nmbrs_connected: NmbrsAccount, sandboxes) -> None:
     _expire_access_token()
     used = _used_refresh_tokens(sandboxes)
-    results: list[bool] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            results.append(ensure_fresh_token(NmbrsAccount, "default")[1])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
+    results = at_once([lambda: ensure_fresh_token(NmbrsAccount, "default")[1]] * 4, timeout=60)
     assert sorted(results) == [False, False, False, True]
     assert _used_refresh_tokens(sandboxes) == used + 1
     _expire_access_token()

@@ -18,14 +18,10 @@ from nmbrs_visma.clients.errors import (
     TransportError,
     ValidationError,
 )
-from nmbrs_visma.clients.http import NMBRS_ERRORS, VISMA_NET_ERRORS, RetryPolicy, Sender
+from nmbrs_visma.clients.http import NMBRS_ERRORS, VISMA_NET_ERRORS, RetryPolicy
+from tests.support import mock_sender
 
 NO_RETRY = RetryPolicy(attempts=1, rate_limit_waits=0)
-
-
-def _sender(handler, style=VISMA_NET_ERRORS) -> Sender:
-    client = httpx2.Client(base_url="https://api.example", transport=httpx2.MockTransport(handler))
-    return Sender(client, style, policy=NO_RETRY, sleep=lambda seconds: None)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +42,7 @@ def _sender(handler, style=VISMA_NET_ERRORS) -> Sender:
 )
 @pytest.mark.parametrize("style", [VISMA_NET_ERRORS, NMBRS_ERRORS], ids=["visma-net", "nmbrs"])
 def test_each_status_is_one_class_of_the_shared_tree_for_both_apis(status, cls, unknown, style) -> None:
-    sender = _sender(lambda request: httpx2.Response(status, json={"title": "no"}), style)
+    sender = mock_sender(lambda request: httpx2.Response(status, json={"title": "no"}), style, policy=NO_RETRY)
     with pytest.raises(ApiError) as caught:
         sender.request("POST", "/v2/journaltransaction", content=b"{}")
     assert type(caught.value) is cls and caught.value.api == style.api
@@ -58,7 +54,7 @@ def test_a_connection_dropped_after_sending_a_create_leaves_its_outcome_unknown(
         raise httpx2.ReadTimeout("no answer", request=request)
 
     with pytest.raises(TransportError) as caught:
-        _sender(dropped).request("POST", "/v2/journaltransaction", content=b"{}")
+        mock_sender(dropped, policy=NO_RETRY).request("POST", "/v2/journaltransaction", content=b"{}")
     assert caught.value.outcome_unknown and "outcome is unknown" in caught.value.message
 
 
@@ -67,7 +63,7 @@ def test_a_create_that_never_connected_has_a_known_outcome() -> None:
         raise httpx2.ConnectError("refused", request=request)
 
     with pytest.raises(TransportError) as caught:
-        _sender(refused).request("POST", "/v2/journaltransaction", content=b"{}")
+        mock_sender(refused, policy=NO_RETRY).request("POST", "/v2/journaltransaction", content=b"{}")
     assert not caught.value.outcome_unknown
 
 

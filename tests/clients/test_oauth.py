@@ -21,6 +21,7 @@ from nmbrs_visma.clients.errors import AuthError
 from nmbrs_visma.clients.nmbrs import NmbrsAuth
 from nmbrs_visma.clients.oauth import OAuth2Auth
 from nmbrs_visma.clients.visma_connect import VismaConnectAuth
+from tests.support import at_once
 
 SECRET = SecretStr("client-secret-value")
 
@@ -137,11 +138,12 @@ def test_a_renewal_holds_the_guard_and_adopts_a_live_token_saved_meanwhile(kind:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_saved_token_that_is_expiring_is_not_adopted_but_refreshed(kind: str) -> None:
+def test_a_newer_saved_pair_that_expires_too_is_refreshed_with_its_own_refresh_token(kind: str) -> None:
     server = IdentityServer()
+    server.spent.add("held-refresh-1")  # the other run spent ours when it renewed
     guard = RecordingGuard(saved=_token(2, expires_at=_NOW + 5))
     saved_pairs: list[dict[str, Any]] = []
-    auth = _auth(kind, server, token=_token(2), guard=guard, on_token=saved_pairs.append, clock=lambda: _NOW)
+    auth = _auth(kind, server, token=_token(1), guard=guard, on_token=saved_pairs.append, clock=lambda: _NOW)
     auth.renew()
     assert [grant["refresh_token"] for grant in server.grants] == [["held-refresh-2"]]
     assert [pair["access_token"] for pair in saved_pairs] == ["access-1"]  # handed on at once
@@ -171,12 +173,7 @@ def test_concurrent_401s_spend_the_refresh_token_once(kind: str) -> None:
         return httpx2.Response(200, json={"ok": request.headers["Authorization"]})
 
     with httpx2.Client(auth=auth, transport=httpx2.MockTransport(api)) as client:
-        answers: list[httpx2.Response] = []
-        threads = [threading.Thread(target=lambda: answers.append(client.get("https://api.example/x"))) for _ in "abcd"]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        answers = at_once([lambda: client.get("https://api.example/x")] * 4)
     assert [answer.status_code for answer in answers] == [200] * 4
     assert len(server.grants) == 1  # one rotation, not four spending the same one-time refresh token
     assert {answer.json()["ok"] for answer in answers} == {"Bearer access-1"}

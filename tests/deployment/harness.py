@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx2
 
+from tests.support import run_python
+
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
@@ -36,6 +38,20 @@ def prefect_env(home: Path, api_url: str | None, extra: Mapping[str, str] | None
         env["PREFECT_API_URL"] = api_url
     env.update(extra or {})
     return env
+
+
+def worker_env(home: Path, api_url: str, workspace: Path) -> dict[str, str]:
+    """A process worker's environment: quick polling, and its posting ledger and output folder in `workspace`."""
+    return prefect_env(
+        home,
+        api_url,
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "NMBRS_VISMA_LEDGER_URL": f"sqlite:///{workspace / 'ledger.db'}",
+            "NMBRS_VISMA_OUTPUT_DIR": str(workspace / "output"),
+        },
+    )
 
 
 def run_prefect(args: list[str], env: Mapping[str, str], cwd: Path, timeout: float = 120) -> str:
@@ -142,13 +158,4 @@ def configure_demo_in_child(visma_url: str, nmbrs_url: str, env: Mapping[str, st
     """Apply the demo configuration against `env`'s Prefect API, in a process of its own: Prefect's in-process
     services stay bound to the first API they talk to, so the test process must not be the one to write."""
     code = "import sys; from nmbrs_visma.demo import configure_demo; configure_demo(*sys.argv[1:])"
-    done = subprocess.run(
-        [sys.executable, "-c", code, visma_url, nmbrs_url],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_python(code, visma_url, nmbrs_url, env=dict(env), cwd=cwd, timeout=180)

@@ -26,6 +26,7 @@ import pytest
 
 from nmbrs_visma.sandbox.server import free_port
 from tests.deployment.harness import background, prefect_env, wait_healthy
+from tests.support import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = "payroll-team"
@@ -188,16 +189,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "CustomWebhookNotificationBlock(name='payroll', url=sys.argv[3],\n"
                 "    json_data={'subject': '{{subject}}', 'body': '{{body}}'}).save(sys.argv[4])\n"
             )
-            done = subprocess.run(
-                [sys.executable, "-c", setup, sandboxes.visma_url, sandboxes.nmbrs_url, receiver.url, BLOCK],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+            run_python(setup, sandboxes.visma_url, sandboxes.nmbrs_url, receiver.url, BLOCK, env=env, cwd=REPO)
             yield World(api_url, ui_url, env, receiver, sandboxes, server_log)
     except BaseException:
         if server_log.exists():

@@ -12,6 +12,7 @@ import pytest
 
 from nmbrs_visma.sandbox.server import free_port
 from tests.deployment.harness import background, configure_demo_in_child, prefect_env, run_prefect, stop, wait_healthy
+from tests.deployment.harness import worker_env as worker_env_of
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -45,16 +46,7 @@ def test_manual_deployment_runs_on_a_worker_and_shows_its_artifacts(tmp_path: Pa
     worker_dir = tmp_path / "worker"  # not the repository: the worker must not need the deploying folder
     worker_dir.mkdir()
     client_env = prefect_env(home, api_url)
-    worker_env = prefect_env(
-        home,
-        api_url,
-        {
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "NMBRS_VISMA_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-            "NMBRS_VISMA_OUTPUT_DIR": str(tmp_path / "output"),
-        },
-    )
+    worker_env = worker_env_of(home, api_url, tmp_path)
     server_args = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
     try:
         with (

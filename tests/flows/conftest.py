@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from nmbrs_visma.sandbox.demo_data import COMPANIES, TENANTS
+from nmbrs_visma.sandbox.demo_data import TENANTS
+from tests.support import demo_company
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +82,6 @@ def booked(sandboxes: object, tenant_id: str | None = None) -> list[object]:
     world = sandboxes.visma_world  # type: ignore[attr-defined]
     tenants = [tenant_id] if tenant_id else [tenant.tenant_id for tenant in TENANTS]
     return [transaction for tenant in tenants for transaction in world.transactions(tenant)]
-
-
-def demo_company(number: int) -> object:
-    return next(c for c in COMPANIES if c.number == number)
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ from nmbrs_visma.blocks.mapping import LoadedMappings
 from nmbrs_visma.flows.connections import Connections, select_companies
 from nmbrs_visma.journals.models import AdministrationMapping
 from nmbrs_visma.results import Status, StatusRow
-from nmbrs_visma.sandbox.demo_data import COMPANIES, DEMO_PERIOD, DEMO_YEAR, TENANTS
+from nmbrs_visma.sandbox.demo_data import DEMO_PERIOD, DEMO_YEAR, TENANTS
+from tests.support import demo_company, post
 
 PERIOD = f"{DEMO_YEAR}-{DEMO_PERIOD:02d}"
 FILE_ONLY = (7001, 7002)  # not demo companies: mapped by the file-only configuration alone
-TEMPLATE = next(company for company in COMPANIES if company.number == 1001)  # its administration, its journal
+TEMPLATE = demo_company(1001)  # its administration, its journal
 
 
 def _reason(company: int) -> str:
@@ -106,12 +107,6 @@ def nmbrs_tasks(monkeypatch: pytest.MonkeyPatch) -> tuple[Submissions, Submissio
     return refreshes, listings
 
 
-def _post(**kwargs: Any) -> list[StatusRow]:
-    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
-
-    return pass_rows(post_payroll_journals(period=PERIOD, **kwargs, return_state=True))
-
-
 @pytest.mark.slow
 def test_a_file_only_company_posts_from_a_journal_file(
     sandboxes: Any, ledger: Any, workspace: Path, file_only_config: dict[str, Any], nmbrs_tasks: Any
@@ -120,7 +115,7 @@ def test_a_file_only_company_posts_from_a_journal_file(
     path = workspace / "export-7001.xml"  # an Nmbrs journal export, given by hand as company 7001's
     path.write_bytes(world.journal_document(world.run_for_period(TEMPLATE.number, DEMO_YEAR, DEMO_PERIOD), "journals"))
 
-    rows = _post(companies=[7001], journal_file=str(path))
+    rows = post(companies=[7001], journal_file=str(path))
 
     assert rows and {row.status for row in rows} == {Status.SENT}, rows
     assert {row.company for row in rows} == {7001}
@@ -132,7 +127,7 @@ def test_a_file_only_company_posts_from_a_journal_file(
     refreshes, listings = nmbrs_tasks
     assert [call for call in refreshes.calls if call[0] == "nmbrs"] == [] and listings.calls == []
 
-    (again,) = {row.status for row in _post(companies=[7001], journal_file=str(path))}
+    (again,) = {row.status for row in post(companies=[7001], journal_file=str(path))}
     assert again is Status.ALREADY_SENT  # the same file meets the same posting keys
     assert len(ledger(sandboxes, TEMPLATE.tenant_id)) == len(booked)
 
@@ -141,7 +136,7 @@ def test_a_file_only_company_posts_from_a_journal_file(
 def test_an_api_run_refuses_the_companies_without_nmbrs_account_and_posts_the_others(
     sandboxes: Any, ledger: Any, file_only_config: dict[str, Any], nmbrs_tasks: Any
 ) -> None:
-    rows = _post(companies=[1001, *FILE_ONLY])
+    rows = post(companies=[1001, *FILE_ONLY])
 
     by_company: dict[int, list[StatusRow]] = {}
     for row in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -11,21 +10,11 @@ import pytest
 
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import COMPANIES, DEMO_PERIOD, DEMO_YEAR
+from tests.support import at_once, demo_company, post
 
 pytestmark = pytest.mark.slow
 
-PERIOD = f"{DEMO_YEAR}-{DEMO_PERIOD:02d}"
 SENT_COMPANIES = {1001, 1002, 1003, 1006}  # 1004 test company, 1005 run not locked, 2001 blocked debtor; 1006 4-weekly
-
-
-def company(number: int) -> object:
-    return next(c for c in COMPANIES if c.number == number)
-
-
-def _post(**kwargs: object) -> list[StatusRow]:
-    from nmbrs_visma.flows.post_payroll_journals import pass_rows, post_payroll_journals
-
-    return pass_rows(post_payroll_journals(period=PERIOD, **kwargs, return_state=True))  # type: ignore[arg-type]
 
 
 def _journal_calls(sandboxes: object) -> list[tuple[str, str]]:
@@ -37,7 +26,7 @@ def _expected_by_tenant(sandboxes: object) -> dict[str, dict[tuple, int]]:
     nmbrs = sandboxes.nmbrs_world  # type: ignore[attr-defined]
     expected: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
     for number in SENT_COMPANIES:
-        demo = company(number)
+        demo = demo_company(number)
         kind = "journalscostcenterunit" if demo.cost_centers else "journals"
         for (period_id, account, cost_center, cost_unit, side), cents in nmbrs.expected_lines(
             number, DEMO_YEAR, DEMO_PERIOD, kind
@@ -50,7 +39,7 @@ def _expected_by_tenant(sandboxes: object) -> dict[str, dict[tuple, int]]:
 
 def _booked_by_tenant(sandboxes: object, ledger) -> dict[str, dict[tuple, int]]:
     booked: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
-    for tenant_id in {company(n).tenant_id for n in SENT_COMPANIES}:
+    for tenant_id in {demo_company(n).tenant_id for n in SENT_COMPANIES}:
         for transaction in ledger(sandboxes, tenant_id):
             for line in transaction.lines:
                 department = line.subaccount.get(1, "").strip("0") and line.subaccount[1]
@@ -76,7 +65,7 @@ def _assert_administration_locks_free(administrations: set[str]) -> None:
 
 
 def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sandboxes: object, ledger) -> None:
-    rows = _post()
+    rows = post()
 
     by_company: dict[int, list[StatusRow]] = defaultdict(list)
     for row in rows:
@@ -92,7 +81,7 @@ def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sa
     (waiting,) = by_company[1005]  # an unlocked run waits: it is not a refusal
     assert waiting.status is Status.WAITING and "not locked in Nmbrs yet" in waiting.reason
     assert "debtor_blocked" in refused[2001][0].codes and "blocked" in refused[2001][0].reason
-    assert ledger(sandboxes, company(2001).tenant_id) == []  # nothing of a refused company is posted
+    assert ledger(sandboxes, demo_company(2001).tenant_id) == []  # nothing of a refused company is posted
 
     # to the cent, per period, account, cost center, cost unit and side
     assert _booked_by_tenant(sandboxes, ledger) == _expected_by_tenant(sandboxes)
@@ -103,7 +92,7 @@ def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sa
     assert len({row.reference for row in corrections}) == 1
     reference = corrections[0].reference
     batches = {row.batch_number for row in corrections}
-    booked = [t for t in ledger(sandboxes, company(1003).tenant_id) if t.batch_number in batches]
+    booked = [t for t in ledger(sandboxes, demo_company(1003).tenant_id) if t.batch_number in batches]
     assert sorted(t.period_id for t in booked) == ["202601", "202602", "202603"]
     assert {line.reference for t in booked for line in t.lines} == {reference}
     for row in corrections:  # the row's totals are the ledger's
@@ -116,7 +105,7 @@ def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sa
     calls_before = len(_journal_calls(sandboxes))
     _assert_administration_locks_free({row.administration for row in rows if row.status is Status.SENT})
 
-    again = _post()
+    again = post()
     assert len(ledger(sandboxes)) == count
     sent_before = {(r.company, r.period): r.batch_number for r in rows if r.status is Status.SENT}
     sent_again = {(r.company, r.period): r.batch_number for r in again if r.status is Status.ALREADY_SENT}
@@ -128,52 +117,38 @@ def test_the_demo_month_lands_to_the_cent_once_and_a_second_run_sends_nothing(sa
 def test_a_create_whose_answer_is_lost_gives_one_transaction(sandboxes: object, ledger) -> None:
     world = sandboxes.visma_world  # type: ignore[attr-defined]
     world.faults.lose_next_creates = 1  # commit, then answer 502
-    rows = _post(companies=[1001])
+    rows = post(companies=[1001])
     (row,) = rows
     assert row.status is Status.SENT and "answer lost" in row.reason
-    booked = ledger(sandboxes, company(1001).tenant_id)
+    booked = ledger(sandboxes, demo_company(1001).tenant_id)
     assert len(booked) == 1 and booked[0].batch_number == row.batch_number
 
-    again = _post(companies=[1001])
+    again = post(companies=[1001])
     assert [r.status for r in again] == [Status.ALREADY_SENT]
-    assert len(ledger(sandboxes, company(1001).tenant_id)) == 1
+    assert len(ledger(sandboxes, demo_company(1001).tenant_id)) == 1
 
 
 def test_a_lost_answer_recorded_only_as_intent_is_looked_up_not_resent(sandboxes: object, ledger) -> None:
     """A crash after Visma.net committed (intent recorded, no outcome): the next run finds it by its key."""
     from nmbrs_visma.posting_ledger import PostingLedger, PostingState
 
-    _post(companies=[1001])
+    post(companies=[1001])
     ledger_db = PostingLedger()
     (entry,) = ledger_db.all_entries()
     with ledger_db.holding([entry.key]) as held:  # as if the worker died between the create and the outcome
         held.put(entry.model_copy(update={"state": PostingState.INTENT, "batch_number": None}))
 
-    rows = _post(companies=[1001])
+    rows = post(companies=[1001])
     assert [r.status for r in rows] == [Status.ALREADY_SENT]
     assert rows[0].batch_number == entry.batch_number and "found in Visma.net" in rows[0].reason
-    assert len(ledger(sandboxes, company(1001).tenant_id)) == 1
+    assert len(ledger(sandboxes, demo_company(1001).tenant_id)) == 1
     (after,) = ledger_db.entries([entry.key])[entry.key]
     assert (after.state, after.batch_number) == (PostingState.SENT, entry.batch_number)
 
 
 def test_two_runs_started_at_once_post_each_transaction_once(sandboxes: object, ledger) -> None:
-    results: list[list[StatusRow]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(_post(companies=[1001, 1003]))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors
-    booked = ledger(sandboxes, company(1001).tenant_id)
+    results = at_once([lambda: post(companies=[1001, 1003])] * 2, timeout=120)
+    booked = ledger(sandboxes, demo_company(1001).tenant_id)
     descriptions = [t.description for t in booked]
     assert len(booked) == 4  # 1001: March; 1003: January, February, March
     assert len(set(descriptions)) == 4
@@ -184,7 +159,7 @@ def test_two_runs_started_at_once_post_each_transaction_once(sandboxes: object, 
 def test_a_dry_run_writes_the_exact_payloads_and_sends_nothing(sandboxes: object, ledger, workspace: Path) -> None:
     import json
 
-    rows = _post(companies=[1002, 1004], dry_run=True)
+    rows = post(companies=[1002, 1004], dry_run=True)
     assert ledger(sandboxes) == []
     assert not [call for call in _journal_calls(sandboxes) if call[0] == "POST"]
     previews = [row for row in rows if row.status is Status.DRY_RUN]
@@ -197,7 +172,7 @@ def test_a_dry_run_writes_the_exact_payloads_and_sends_nothing(sandboxes: object
     assert [row.status for row in rows if row.company == 1004] == [Status.SKIPPED]
 
     # the previewed payload is what the real run sends
-    real = _post(companies=[1002])
+    real = post(companies=[1002])
     assert [row.status for row in real] == [Status.SENT]
-    (transaction,) = ledger(sandboxes, company(1002).tenant_id)
+    (transaction,) = ledger(sandboxes, demo_company(1002).tenant_id)
     assert transaction.debit_total == Decimal(str(previews[0].debit))

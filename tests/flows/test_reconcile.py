@@ -7,7 +7,6 @@ fields (MockTransport)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,48 +21,23 @@ from nmbrs_visma.clients.visma_net import VismaNetClient
 from nmbrs_visma.journals.reconcile import TransactionCheck, Verdict
 from nmbrs_visma.results import Status, StatusRow
 from nmbrs_visma.sandbox.demo_data import DEMO_PERIOD, DEMO_YEAR
-from nmbrs_visma.sandbox.server import RunningServer, start_server
-from nmbrs_visma.sandbox.visma_net import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, VismaWorld, create_app
+from tests.support import Sandbox, dumps, service_auth
 
 PERIOD = f"{DEMO_YEAR}-{DEMO_PERIOD:02d}"
-
-
-def _auth(url: str, tenant: str) -> VismaConnectAuth:
-    return VismaConnectAuth.service(
-        client_id=SERVICE_CLIENT_ID,
-        client_secret=SecretStr(SERVICE_CLIENT_SECRET),
-        tenant_id=tenant,
-        token_url=f"{url}/connect/token",
-    )
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    """JSON with Decimal amounts written as numbers (as a client sends them), never as strings or floats."""
-    return json.dumps(body, default=lambda value: f"@@{value}@@").replace('"@@', "").replace('@@"', "").encode()
 
 
 def _edit(url: str, tenant: str, batch: str, change: Any) -> httpx2.Response:
     """`PUT /v2/journaltransaction/{batch}` as a person's tool does it: read the batch (and its ETag), change it,
     send it back with If-Match. `change(dto)` returns the JournalTransactionUpdateDto to send."""
-    with httpx2.Client(base_url=url, auth=_auth(url, tenant), timeout=10) as http:
+    with httpx2.Client(base_url=url, auth=service_auth(url, tenant), timeout=10) as http:
         current = http.get(f"/v2/journaltransaction/{batch}")
         current.raise_for_status()
         dto = json.loads(current.content, parse_float=Decimal)
         headers = {"If-Match": current.headers["ETag"], "Content-Type": "application/json"}
-        return http.put(f"/v2/journaltransaction/{batch}", content=_json(change(dto)), headers=headers)
+        return http.put(f"/v2/journaltransaction/{batch}", content=dumps(change(dto)), headers=headers)
 
 
 # -- the emulator's PUT and the client's read: fast, no Prefect -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def visma() -> Iterator[tuple[VismaWorld, RunningServer]]:
-    world = VismaWorld().seed_demo()
-    server = start_server(create_app(world))
-    try:
-        yield world, server
-    finally:
-        server.stop()
 
 
 def _balanced(url: str, tenant: str = "1000001") -> str:
@@ -77,16 +51,14 @@ def _balanced(url: str, tenant: str = "1000001") -> str:
             for account, side in (("4000", "debit"), ("1700", "credit"))
         ],
     }  # fmt: skip
-    with VismaNetClient(base_url=url, auth=_auth(url, tenant)) as client:
-        return client.create_journal_transaction(_json(body))
+    with VismaNetClient(base_url=url, auth=service_auth(url, tenant)) as client:
+        return client.create_journal_transaction(dumps(body))
 
 
-def test_the_emulator_edits_a_batch_as_the_spec_puts_it(
-    visma: tuple[VismaWorld, RunningServer], reference_dir: Path
-) -> None:
-    from tests.visma_net.spec import Spec
+def test_the_emulator_edits_a_batch_as_the_spec_puts_it(sandbox: Sandbox, reference_dir: Path) -> None:
+    from tests.sandbox.visma_net.spec import Spec
 
-    world, server = visma
+    world, server = sandbox.world, sandbox.server
     spec = Spec(reference_dir)
     doc, put = spec.operation("PUT", "/v2/journaltransaction/1")
     request_schema = spec.validator(doc, put["requestBody"]["content"]["application/json"]["schema"])
@@ -103,18 +75,18 @@ def test_the_emulator_edits_a_batch_as_the_spec_puts_it(
 
     def held(dto: dict[str, Any]) -> dict[str, Any]:
         body = one_cent_more(dto) | {"hold": {"value": True}}
-        assert not list(request_schema.iter_errors(json.loads(_json(body))))
+        assert not list(request_schema.iter_errors(json.loads(dumps(body))))
         return body
 
     answer = _edit(server.url, "1000001", batch, held)
     assert answer.status_code == 204 and answer.headers["ETag"] and not answer.content
-    with VismaNetClient(base_url=server.url, auth=_auth(server.url, "1000001")) as client:
+    with VismaNetClient(base_url=server.url, auth=service_auth(server.url, "1000001")) as client:
         dto = client.journal_transaction(batch)
         assert dto["status"] == "Hold" and dto["journalTransactionLines"][0]["debitAmount"] == Decimal("100.01")
         assert dto["debitTotal"] == Decimal("100.01") and dto["creditTotal"] == Decimal("100.00")
         assert not list(spec.response_validator("GET", f"/v2/journaltransaction/{batch}").iter_errors(dto))
 
-        with httpx2.Client(base_url=server.url, auth=_auth(server.url, "1000001")) as http:
+        with httpx2.Client(base_url=server.url, auth=service_auth(server.url, "1000001")) as http:
             stale = http.put(f"/v2/journaltransaction/{batch}", content=b"{}", headers={"If-Match": '"stale"'})
             assert stale.status_code == 412
             unknown = http.put(f"/v2/journaltransaction/{batch}", content=b'{"colour": {"value": "red"}}')

@@ -235,6 +235,32 @@ def test_entities_and_dtds_are_refused_not_expanded(data: bytes) -> None:
     assert "lol" not in str(error) and "root:" not in str(error)
 
 
+def test_an_undeclared_entity_is_refused_on_either_parser() -> None:
+    """Without `<!` no entity can be declared: a reference to one is not well-formed, on the C parser too."""
+    data = journal_xml([("20260331", "3/2026", [line_xml("4000", "1")])]).replace(b"<dim1>4000", b"<dim1>&secret;")
+    assert b"<!" not in data
+    assert "not well-formed" in str(refused(data))
+    assert "not well-formed" in str(refused(data.replace(b"<transactions>", b"<!-- a comment --><transactions>")))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        MARCH_WITH_CORRECTION,
+        journal_xml(
+            [("2026-03-31", "2026/3", [line_xml("4000", "-1.234,56", "credit", cost_center="12", cost_unit="7")])]
+        ),
+        b"<?xml version='1.0' encoding='UTF-16'?>" + MARCH_WITH_CORRECTION.split(b"?>", 1)[-1],
+    ],
+    ids=["demo", "dialects", "utf16-declared"],
+)
+def test_both_parsers_read_a_document_alike(data: bytes) -> None:
+    """A document with no `<!` goes to the C parser, one with a comment through defusedxml's: the same frame."""
+    commented = data.replace(b"<transactions>", b"<!-- exported by Nmbrs --><transactions>", 1)
+    assert b"<!" not in data and commented != data
+    pd.testing.assert_frame_equal(parse_journal_xml(data), parse_journal_xml(commented))
+
+
 def test_namespaced_document_is_read_by_local_names() -> None:
     data = journal_xml([("20260331", "3/2026", [line_xml("4000", "1")])]).replace(
         b"<transactions>", b'<transactions xmlns="urn:nmbrs:journal">'

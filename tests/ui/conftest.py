@@ -21,6 +21,7 @@ import pytest
 
 from nmbrs_visma.sandbox.server import free_port
 from tests.deployment.harness import background, configure_demo_in_child, prefect_env, run_prefect, wait_healthy
+from tests.deployment.harness import worker_env as worker_env_of
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -140,16 +141,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
         },
     )
     client_env = prefect_env(home, api_url)
-    worker_env = prefect_env(
-        home,
-        api_url,
-        {
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "NMBRS_VISMA_LEDGER_URL": f"sqlite:///{tmp / 'ledger.db'}",
-            "NMBRS_VISMA_OUTPUT_DIR": str(tmp / "output"),
-        },
-    )
+    worker_env = worker_env_of(home, api_url, tmp)
     server_args = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
     stack: UiStack | None = None
     with ExitStack() as running:

@@ -1,24 +1,20 @@
 """Four-weekly and weekly companies, over real HTTP: the emulator's period answer and runs keep the spec, their
-journals parse (product parser) into the company's own periods with dates inside them, the client reads the
-period type strictly; and monthly documents stay byte for byte what they were before period types existed."""
+journals parse (product parser) into the company's own periods with dates inside them; and monthly documents
+stay byte for byte what they were before period types existed. (How strictly the client reads answers the
+emulator would never give: tests/clients/test_nmbrs_periods.py.)"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from fastapi import FastAPI
 from openapi_schema_validator import OAS30Validator
-from pydantic import SecretStr
 
-from nmbrs_visma.clients.errors import ResponseError
-from nmbrs_visma.clients.nmbrs import JOURNAL_KINDS, CompanyPeriod, NmbrsAuth, NmbrsClient, NmbrsCompany
+from nmbrs_visma.clients.nmbrs import JOURNAL_KINDS, CompanyPeriod, NmbrsCompany
 from nmbrs_visma.journals.calendar import period_dates, periods_in_year
 from nmbrs_visma.journals.models import PayrollRun, PeriodType
 from nmbrs_visma.journals.split import own_periods
@@ -27,11 +23,9 @@ from nmbrs_visma.sandbox.nmbrs import NmbrsWorld
 from nmbrs_visma.sandbox.nmbrs.api import _run_json
 from nmbrs_visma.sandbox.nmbrs.ledger import period_span, periods_in
 from nmbrs_visma.sandbox.nmbrs.world import display_period
-from nmbrs_visma.sandbox.server import RunningServer, serving
+from tests.support import FOUR_WEEKLY, PERIODIC_YEAR, WEEKLY, frame_totals, nmbrs_company, periodic_world
 
-from .conftest import FAST, FOUR_WEEKLY, PERIODIC_YEAR, WEEKLY, periodic_world
-from .test_client import frame_totals
-from .test_contract import check_exchange, resolve
+from .spec import check_exchange, resolve
 
 BASELINE = Path(__file__).parent / "data" / "monthly_documents.sha256.json"
 YEAR = PERIODIC_YEAR
@@ -39,17 +33,8 @@ YEAR = PERIODIC_YEAR
 
 @pytest.fixture
 def world() -> NmbrsWorld:
+    """The demo world with a four-weekly and a weekly company (overrides tests/conftest.py's `world`)."""
     return periodic_world()
-
-
-@pytest.fixture(scope="module")
-def spec(reference_dir: Path) -> dict[str, Any]:
-    return yaml.safe_load((reference_dir / "nmbrs" / "nmbrs-openapi.yaml").read_text(encoding="utf-8"))
-
-
-def nmbrs_company(world: NmbrsWorld, number: int) -> NmbrsCompany:
-    demo = world.company_by_number(number)
-    return NmbrsCompany(company_id=demo.company_id, number=demo.number, name=demo.name)
 
 
 def run_of(runs: list[PayrollRun], period_end: int) -> PayrollRun:
@@ -196,7 +181,7 @@ def test_the_client_reads_period_type_and_current_period(client, world) -> None:
 
 
 def test_runs_of_a_four_weekly_company_are_listed_locked_or_not_in_the_specs_shape(spec, client, world) -> None:
-    company = nmbrs_company(world, FOUR_WEEKLY)
+    company = nmbrs_company(FOUR_WEEKLY, world)
     runs = client.runs(company, YEAR, period_type=PeriodType.FOUR_WEEKS)
     assert [(r.run_number, r.period_start, r.period_end, r.locked) for r in runs] == [
         (1, 1, 1, True),
@@ -218,7 +203,7 @@ def test_runs_of_a_four_weekly_company_are_listed_locked_or_not_in_the_specs_sha
 
 
 def test_four_weekly_period_1_starts_in_december_and_is_dated_inside_it(client, world) -> None:
-    company = nmbrs_company(world, FOUR_WEEKLY)
+    company = nmbrs_company(FOUR_WEEKLY, world)
     run = run_of(client.runs(company, YEAR, period_type=PeriodType.FOUR_WEEKS), 1)
     frame = client.journals(run)
     assert header_dates(frame) == {"202601": dt.date(2026, 1, 25)}
@@ -229,7 +214,7 @@ def test_four_weekly_period_1_starts_in_december_and_is_dated_inside_it(client, 
 
 @pytest.mark.parametrize("kind", JOURNAL_KINDS)
 def test_four_weekly_period_13_with_corrections_parses_into_its_own_periods(client, world, kind) -> None:
-    company = nmbrs_company(world, FOUR_WEEKLY)
+    company = nmbrs_company(FOUR_WEEKLY, world)
     run = run_of(client.runs(company, YEAR, period_type=PeriodType.FOUR_WEEKS), 13)
     document = client.journal_xml(run, kind=kind)
     text = document.decode("utf-16")  # the Dutch style: UTF-16, P/YYYY periods, YYYYMMDD dates
@@ -245,7 +230,7 @@ def test_four_weekly_period_13_with_corrections_parses_into_its_own_periods(clie
 
 
 def test_weekly_week_53_of_2026_with_corrections(client, world) -> None:
-    company = nmbrs_company(world, WEEKLY)
+    company = nmbrs_company(WEEKLY, world)
     runs = client.runs(company, YEAR, period_type=PeriodType.WEEK)
     assert [(r.period_start, r.period_end, r.locked) for r in runs] == [
         (1, 1, True),
@@ -269,7 +254,7 @@ def test_weekly_week_53_of_2026_with_corrections(client, world) -> None:
 
 
 def test_a_weekly_run_spanning_three_weeks_has_a_transaction_per_week(client, world) -> None:
-    company = nmbrs_company(world, WEEKLY)
+    company = nmbrs_company(WEEKLY, world)
     run = run_of(client.runs(company, YEAR, period_type=PeriodType.WEEK), 4)
     assert (run.period_start, run.period_end) == (2, 4)
     frame = client.journals(run)
@@ -286,114 +271,3 @@ def test_runs_are_monthly_unless_told(client) -> None:
     demo = COMPANIES[0]
     runs = client.runs(NmbrsCompany(company_id=demo.company_id, number=demo.number), YEAR)
     assert runs and {r.period_type for r in runs} == {PeriodType.MONTH}
-
-
-# --- the client refuses what it cannot number ---------------------------------------------------------------
-
-
-class OffSpecNmbrs:
-    """A tiny server that answers `/period` and `/runs` with whatever a test puts in `period` and `runs`:
-    the emulator keeps the spec, so answers that break it come from here."""
-
-    def __init__(self) -> None:
-        self.period: dict[str, Any] = {}
-        self.runs: list[dict[str, Any]] = []
-        self.app = FastAPI()
-        self.app.get("/api/companies/{company_id}/period")(lambda company_id: {"data": [self.period]})
-        self.app.get("/api/companies/{company_id}/runs")(self._runs)
-
-    def _runs(self, company_id: str) -> dict[str, Any]:
-        pages = {"pageNumber": 1, "pageSize": 100, "totalPages": 1, "totalRecords": len(self.runs)}
-        return {"pagination": pages, "data": self.runs}
-
-
-@pytest.fixture
-def off_spec() -> Iterator[tuple[OffSpecNmbrs, RunningServer]]:
-    fake = OffSpecNmbrs()
-    with serving(fake.app) as running:
-        yield fake, running
-
-
-@pytest.fixture
-def off_spec_client(off_spec) -> Iterator[NmbrsClient]:
-    _fake, running = off_spec
-    auth = NmbrsAuth(
-        client_id="test",
-        client_secret=SecretStr("test-secret"),
-        redirect_uri="http://127.0.0.1/callback",
-        token={"access_token": "static-test-token", "token_type": "Bearer"},
-    )
-    with NmbrsClient(base_url=running.url, auth=auth, subscription_key=SecretStr("k"), policy=FAST) as client:
-        yield client
-
-
-COMPANY_ID = "3a0e0000-0000-4000-8000-00000000ffff"
-
-
-def run_item(start: Any, end: Any, year: int = YEAR) -> dict[str, Any]:
-    return {
-        "payrollRunId": "a405f980-1c4c-42c1-8ddb-2d90c58da0b1",
-        "number": 1,
-        "year": year,
-        "periodStart": start,
-        "periodEnd": end,
-        "locked": True,
-    }
-
-
-@pytest.mark.parametrize("period_type", ["2-weeks", "Month", "", None, 4])
-def test_an_unknown_period_type_is_refused_naming_company_and_value(off_spec, off_spec_client, period_type) -> None:
-    fake, _running = off_spec
-    fake.period = {"period": {"year": 2026, "period": 3}, "periodType": period_type, "displayPeriod": "2026-3-X"}
-    with pytest.raises(ResponseError) as caught:
-        off_spec_client.company_period(COMPANY_ID)
-    assert COMPANY_ID in str(caught.value) and f"periodType {period_type!r}" in str(caught.value)
-    with pytest.raises(ResponseError):
-        off_spec_client.current_period(COMPANY_ID)
-
-
-def test_a_current_period_the_type_does_not_have_is_refused(off_spec, off_spec_client) -> None:
-    fake, _running = off_spec
-    fake.period = {"period": {"year": 2025, "period": 53}, "periodType": "1-week", "displayPeriod": "2025-53-W"}
-    with pytest.raises(ResponseError, match="period 53 of 2025 does not exist"):
-        off_spec_client.company_period(COMPANY_ID)
-
-
-@pytest.mark.parametrize(
-    ("period_type", "start", "end", "message"),
-    [
-        (PeriodType.FOUR_WEEKS, 14, 14, "period 14 of 2026 does not exist for a 4-weeks company"),
-        (PeriodType.WEEK, 54, 54, "period 54 of 2026 does not exist"),
-        (PeriodType.MONTH, 13, 13, "period 13 of 2026 does not exist for a month company"),
-        (PeriodType.WEEK, "2026-03-31T00:00:00Z", 14, "not a number of a 1-week period"),
-        (PeriodType.FOUR_WEEKS, 3, "2026-03-31T00:00:00Z", "not a number of a 4-weeks period"),
-        (PeriodType.WEEK, 5, 4, "periodStart 5 lies after periodEnd 4"),
-        (PeriodType.WEEK, True, 4, "is not a number"),
-    ],
-)
-def test_runs_with_periods_out_of_the_types_range_are_refused(
-    off_spec, off_spec_client, period_type, start, end, message
-) -> None:
-    fake, _running = off_spec
-    fake.runs = [run_item(start, end)]
-    company = NmbrsCompany(company_id=COMPANY_ID, number=9)
-    with pytest.raises(ResponseError, match=message) as caught:
-        off_spec_client.runs(company, YEAR, period_type=period_type)
-    assert "company 9" in str(caught.value)
-
-
-def test_week_53_is_read_in_a_53_week_year_only(off_spec, off_spec_client) -> None:
-    fake, _running = off_spec
-    company = NmbrsCompany(company_id=COMPANY_ID, number=9)
-    fake.runs = [run_item(53, 53, year=2026)]
-    assert off_spec_client.runs(company, 2026, period_type=PeriodType.WEEK)[0].period_end == 53
-    fake.runs = [run_item(53, 53, year=2025)]
-    with pytest.raises(ResponseError, match="period 53 of 2025"):
-        off_spec_client.runs(company, 2025, period_type=PeriodType.WEEK)
-
-
-def test_a_date_time_period_is_still_read_as_its_month_for_a_monthly_company(off_spec, off_spec_client) -> None:
-    fake, _running = off_spec
-    fake.runs = [run_item("2026-02-01T00:00:00Z", "2026-03-31T00:00:00Z")]
-    run = off_spec_client.runs(NmbrsCompany(company_id=COMPANY_ID, number=9), YEAR)[0]
-    assert (run.period_start, run.period_end, run.period_type) == (2, 3, PeriodType.MONTH)

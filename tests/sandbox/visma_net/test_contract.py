@@ -8,21 +8,16 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx2
 import pytest
 
-from .conftest import TENANT, Sandbox, dumps, journal
+from tests.support import TENANT, Sandbox, dumps, journal
+
 from .spec import Spec
 
 pytestmark = pytest.mark.contract
-
-
-@pytest.fixture(scope="module")
-def spec(reference_dir: Path) -> Spec:
-    return Spec(reference_dir)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +67,9 @@ USED_READS = [
 
 @pytest.mark.parametrize("target", USED_READS)
 def test_every_emulator_answer_matches_the_spec(exercised: Sandbox, spec: Spec, target: str) -> None:
-    token = exercised.service_auth().access_token().get_secret_value()
     batch = exercised.world.transactions(TENANT)[0].batch_number
     url = exercised.url + target.format(batch=batch)
-    answer = httpx2.get(url, headers={"Authorization": f"Bearer {token}"})
+    answer = exercised.request("GET", url)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("application/json")
     doc, operation = spec.operation("GET", httpx2.URL(url).path)
@@ -89,11 +83,9 @@ def test_every_emulator_answer_matches_the_spec(exercised: Sandbox, spec: Spec, 
 
 
 def test_create_answers_201_with_location_and_errors_in_visma_shape(exercised: Sandbox) -> None:
-    token = exercised.service_auth().access_token().get_secret_value()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    created = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(journal("202606")), headers=headers)
+    created = exercised.create(dumps(journal("202606")))
     assert created.status_code == 201 and re.search(r"/v2/journaltransaction/\d+$", created.headers["Location"])
-    refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(journal("202501")), headers=headers)
+    refused = exercised.create(dumps(journal("202501")))
     assert refused.status_code == 400
     assert {"ExceptionType", "ExceptionMessage", "ExceptionFaultCode"} <= set(refused.json())
     denied = httpx2.get(f"{exercised.url}/v1/account", headers={"Authorization": "Bearer expired"})
@@ -167,8 +159,6 @@ def test_the_emulator_knows_exactly_the_properties_and_types_the_spec_defines(sp
 def test_the_emulator_refuses_a_property_the_spec_does_not_define(
     exercised: Sandbox, where: str, expected: str
 ) -> None:
-    token = exercised.service_auth().access_token().get_secret_value()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = copy.deepcopy(journal("202606"))
     line = body["journalTransactionLines"][0]
     if where == "header":
@@ -177,19 +167,17 @@ def test_the_emulator_refuses_a_property_the_spec_does_not_define(
         line["debitAmount"] = {"value": 1}  # the response's name, not the update DTO's
     else:
         line["subaccount"][0]["segmentDescription"] = "Department"  # the response's name; the rest is complete
-    refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(body), headers=headers)
+    refused = exercised.create(dumps(body))
     assert refused.status_code == 400, refused.text
     assert refused.json()["ExceptionMessage"] == expected
     assert refused.json()["ExceptionFaultCode"] == "InvalidFormat"
 
 
 def test_the_emulator_refuses_an_amount_written_as_a_string(exercised: Sandbox) -> None:
-    token = exercised.service_auth().access_token().get_secret_value()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = copy.deepcopy(journal("202606"))
     line = body["journalTransactionLines"][0]
     amount = "debitAmountInCurrency" if "debitAmountInCurrency" in line else "creditAmountInCurrency"
     line[amount] = {"value": str(line[amount]["value"])}  # the schema's number, as text
-    refused = httpx2.post(f"{exercised.url}/v2/journaltransaction", content=dumps(body), headers=headers)
+    refused = exercised.create(dumps(body))
     assert refused.status_code == 400, refused.text
     assert refused.json()["ExceptionMessage"] == f"Line 1: {amount}: not a number"

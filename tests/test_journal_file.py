@@ -10,8 +10,7 @@ from nmbrs_visma.journal_file import JournalFileError, RunInfo, file_run_id, rea
 from nmbrs_visma.journals.nmbrs_xml import JournalXmlError
 from nmbrs_visma.sandbox.demo_data import DEMO_PERIOD, DEMO_YEAR
 from nmbrs_visma.sandbox.nmbrs import JOURNAL_KINDS, NmbrsWorld
-
-from .test_client import frame_totals
+from tests.support import frame_totals
 
 
 def export(world: NmbrsWorld, tmp_path: Path, number: int, period: int, kind: str = "journals") -> Path:

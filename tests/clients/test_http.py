@@ -14,6 +14,7 @@ from nmbrs_visma.clients.http import (
     read_rate_limit,
     retry_after_seconds,
 )
+from tests.support import mock_sender
 
 
 class FakeClock:
@@ -30,8 +31,8 @@ class FakeClock:
 
 
 def _sender(handler, clock: FakeClock, style=VISMA_NET_ERRORS, **policy) -> Sender:
-    client = httpx2.Client(base_url="https://api.example", transport=httpx2.MockTransport(handler))
-    return Sender(client, style, policy=RetryPolicy(**policy), sleep=clock.sleep, clock=clock)
+    """A sender on `handler` whose waits pass on `clock` (nothing is slept), with a `RetryPolicy(**policy)`."""
+    return mock_sender(handler, style, policy=RetryPolicy(**policy), sleep=clock.sleep, clock=clock)
 
 
 def test_429_waits_retry_after_before_the_next_request() -> None:

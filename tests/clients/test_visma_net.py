@@ -15,8 +15,7 @@ from nmbrs_visma.clients.errors import AuthError, NotFound, ServerError, Transpo
 from nmbrs_visma.clients.http import RetryPolicy
 from nmbrs_visma.clients.visma_connect import VismaConnectAuth
 from nmbrs_visma.sandbox.visma_net import INTERACTIVE_CLIENT_ID
-
-from .conftest import TENANT, Sandbox, dumps, journal, subaccount
+from tests.support import TENANT, Sandbox, dumps, journal, subaccount
 
 
 def _interactive(sandbox: Sandbox, tokens: list[dict], **kwargs) -> VismaConnectAuth:

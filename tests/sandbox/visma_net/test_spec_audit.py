@@ -31,9 +31,9 @@ import pytest
 import schemathesis
 import yaml
 
-from tests.spec_audit import audit as audit_operation
+from tests.sandbox.spec_audit import audit as audit_operation
+from tests.support import TENANT, Sandbox, dumps, journal
 
-from .conftest import TENANT, Sandbox, dumps, journal
 from .spec import Spec, strict
 
 pytestmark = [pytest.mark.contract, pytest.mark.slow, pytest.mark.timeout(300)]

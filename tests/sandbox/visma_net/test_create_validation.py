@@ -7,28 +7,20 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmbrs_visma.sandbox.visma_net.journal import HEADER_PROPERTIES, LINE_PROPERTIES, SEGMENT_PROPERTIES
-
-from .conftest import TENANT, Sandbox, _Raw, dumps, journal, subaccount
+from tests.support import TENANT, Raw, Sandbox, dumps, journal, subaccount
 
 Body = dict[str, Any]
-
-
-def _post(sandbox: Sandbox, content: bytes) -> httpx2.Response:
-    token = sandbox.service_auth().access_token().get_secret_value()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    return httpx2.post(f"{sandbox.url}/v2/journaltransaction", content=content, headers=headers)
 
 
 def _refused(sandbox: Sandbox, body: Body | bytes, code: str = "InvalidFormat") -> str:
     """POST it, assert a 400 in the ERP's error shape that booked nothing; the message."""
     booked = len(sandbox.world.transactions(TENANT))
-    answer = _post(sandbox, body if isinstance(body, bytes) else dumps(body))
+    answer = sandbox.create(body if isinstance(body, bytes) else dumps(body))
     assert answer.status_code == 400, answer.text
     error = answer.json()
     assert set(error) == {
@@ -81,7 +73,7 @@ WRONG_TYPES: dict[str, tuple[Callable[[Body], None], str]] = {
         "Line 1: lineNumber: 2147483648 is outside the int32 range",
     ),
     "decimal out of range": (
-        _set("header.exchangeRate", {"value": _Raw("1e30")}),
+        _set("header.exchangeRate", {"value": Raw("1e30")}),
         "exchangeRate: 1E+30 is outside the range of a decimal",
     ),
     "segment id as a string": (_set("segment.segmentId", "1"), "Line 1: segmentId: not an integer"),
@@ -105,7 +97,7 @@ NOT_WRAPPED: dict[str, tuple[Callable[[Body], None], str]] = {
     "header null": (_set("header.branch", None), 'branch: expected an object {"value": ...}'),
     "line string": (_set("line.accountNumber", "4000"), 'Line 1: accountNumber: expected an object {"value": ...}'),
     "line amount": (
-        _set("line.debitAmountInCurrency", _Raw("1.00")),
+        _set("line.debitAmountInCurrency", Raw("1.00")),
         'Line 1: debitAmountInCurrency: expected an object {"value": ...}',
     ),
     "wrapper with another key": (
@@ -142,18 +134,18 @@ def test_a_create_the_schema_refuses_is_refused(sandbox: Sandbox, case: str) -> 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_a_number_json_does_not_have_is_refused(sandbox: Sandbox, constant: str) -> None:
     body = journal("202606")
-    body["exchangeRate"] = {"value": _Raw(constant)}  # Python's json would read it
+    body["exchangeRate"] = {"value": Raw(constant)}  # Python's json would read it
     assert _refused(sandbox, body) == "The request body is not valid JSON"
 
 
 def test_what_the_schema_allows_is_booked(sandbox: Sandbox) -> None:
     """An integral number is an integer to JSON Schema; an empty DtoValue gives no value."""
     body = copy.deepcopy(journal("202606"))
-    _line(body)["lineNumber"] = {"value": _Raw("1.0")}
+    _line(body)["lineNumber"] = {"value": Raw("1.0")}
     body["description"] = {}
     for line in body["journalTransactionLines"]:
         line["operation"] = "Insert"
-    answer = _post(sandbox, dumps(body))
+    answer = sandbox.create(dumps(body))
     assert answer.status_code == 201, answer.text
     assert sandbox.world.transactions(TENANT)[-1].description == ""
 
@@ -162,10 +154,9 @@ def test_a_large_exact_amount_is_booked_and_read_back_exactly(sandbox: Sandbox) 
     """Amounts past a double's 15 digits are rendered as exact literals, not refused at read time (no 500)."""
     amount = "12345678901234567.89"
     body = journal("202606", lines=[("4000", amount, "0", subaccount()), ("1700", "0", amount, subaccount())])
-    created = _post(sandbox, dumps(body))
+    created = sandbox.create(dumps(body))
     assert created.status_code == 201, created.text
-    token = sandbox.service_auth().access_token().get_secret_value()
-    read = httpx2.get(created.headers["Location"], headers={"Authorization": f"Bearer {token}"})
+    read = sandbox.request("GET", created.headers["Location"])
     assert read.status_code == 200 and f'"debitTotal":{amount}'.encode() in read.content
 
 
@@ -177,7 +168,7 @@ PARTIAL = [("4000", "10.00", "0", [(1, "0100"), (2, "001")]), ("1700", "0", "10.
 def test_an_incomplete_subaccount_is_booked_while_the_switch_is_off(sandbox: Sandbox) -> None:
     assert sandbox.world.require_complete_subaccounts is True  # the default: strict, as in every test
     sandbox.world.require_complete_subaccounts = False
-    assert _post(sandbox, dumps(journal("202606", lines=PARTIAL))).status_code == 201
+    assert sandbox.create(dumps(journal("202606", lines=PARTIAL))).status_code == 201
 
 
 def test_an_incomplete_subaccount_is_refused_naming_the_line_and_segment(sandbox: Sandbox) -> None:
@@ -188,7 +179,7 @@ def test_an_incomplete_subaccount_is_refused_naming_the_line_and_segment(sandbox
     message = _refused(sandbox, journal("202606", lines=none), "SubaccountIncomplete")
     assert message == "Line 2: subaccount has no value for segment 1, 2 of dimension SUBACCOUNT"
     complete = [PARTIAL[0], ("1700", "0", "10.00", [(1, "0200"), (2, "002")])]
-    assert _post(sandbox, dumps(journal("202606", lines=complete))).status_code == 201
+    assert sandbox.create(dumps(journal("202606", lines=complete))).status_code == 201
 
 
 def test_a_tenants_own_switch_wins_over_the_worlds(sandbox: Sandbox) -> None:
@@ -198,7 +189,7 @@ def test_a_tenants_own_switch_wins_over_the_worlds(sandbox: Sandbox) -> None:
         _refused(sandbox, journal("202606", lines=PARTIAL), "SubaccountIncomplete")
         sandbox.world.require_complete_subaccounts = True
         tenant.require_complete_subaccounts = False
-        assert _post(sandbox, dumps(journal("202606", lines=PARTIAL))).status_code == 201
+        assert sandbox.create(dumps(journal("202606", lines=PARTIAL))).status_code == 201
     finally:
         tenant.require_complete_subaccounts = None
 
@@ -209,7 +200,7 @@ JSON = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: _Raw(str(d)))
+    | st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: Raw(str(d)))
     | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["value", "x"]), children, max_size=2)
@@ -229,7 +220,7 @@ def test_any_changed_value_is_booked_or_refused_in_visma_shape(sandbox: Sandbox,
     body = copy.deepcopy(journal("202606"))
     holder = {"header": body, "line": _line(body), "segment": _line(body)["subaccount"][0]}[where]
     holder[name] = {"value": value} if wrap else value
-    answer = _post(sandbox, dumps(body))
+    answer = sandbox.create(dumps(body))
     assert answer.status_code in (201, 400), answer.text
     if answer.status_code == 400:
         assert {"ExceptionType", "ExceptionMessage", "ExceptionFaultCode"} <= set(answer.json())

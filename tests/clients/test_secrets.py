@@ -12,8 +12,7 @@ from nmbrs_visma.sandbox.visma_net import (
     INTERACTIVE_CLIENT_SECRET,
     SERVICE_CLIENT_SECRET,
 )
-
-from .conftest import Sandbox, dumps, journal
+from tests.support import Sandbox, dumps, journal
 
 
 def test_no_secret_in_logs_errors_or_reprs(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,20 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from pydantic import SecretStr
 
 from nmbrs_visma.clients.visma_connect import VismaConnectAuth
-from nmbrs_visma.clients.visma_net import VismaNetClient
 from nmbrs_visma.sandbox import demo_data
 from nmbrs_visma.sandbox.visma_net import LEDGERS, OAuthClient
 from nmbrs_visma.sandbox.visma_net.world import Tenant, fiscal_periods, fiscal_year_bounds
+from tests.support import TENANT, Sandbox, dumps, journal
 
-from .conftest import FAST, TENANT, Sandbox, dumps, journal
 from .spec import Spec
 
 D = dt.date
@@ -58,37 +55,22 @@ def spare(calendars: Sandbox) -> Iterator[Tenant]:
         tenant.open_period(period_id)
 
 
-@pytest.fixture(scope="module")
-def spec(reference_dir: Path) -> Spec:
-    return Spec(reference_dir)
-
-
 def _auth(sandbox: Sandbox, tenant_id: str) -> VismaConnectAuth:
-    secret = SecretStr(CLIENT_SECRET)
-    return VismaConnectAuth.service(
-        client_id=CLIENT_ID, client_secret=secret, tenant_id=tenant_id, token_url=sandbox.token_url
-    )
-
-
-def _client(sandbox: Sandbox, tenant_id: str) -> VismaNetClient:
-    return VismaNetClient(base_url=sandbox.url, auth=_auth(sandbox, tenant_id), policy=FAST)
-
-
-def _token(sandbox: Sandbox, tenant_id: str) -> str:
-    auth = sandbox.service_auth() if tenant_id == TENANT else _auth(sandbox, tenant_id)
-    return auth.access_token().get_secret_value()
+    """The service flow for `tenant_id`: the demo service client for TENANT, the calendars' own client for theirs
+    (the demo client may not use them)."""
+    if tenant_id == TENANT:
+        return sandbox.service_auth()
+    return sandbox.service_auth(tenant_id, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
 
 
 def _periods(sandbox: Sandbox, tenant_id: str, **params: str) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {_token(sandbox, tenant_id)}"}
-    answer = httpx2.get(f"{sandbox.url}/v1/financialPeriod", params=params, headers=headers)
+    answer = sandbox.request("GET", "/v1/financialPeriod", auth=_auth(sandbox, tenant_id), params=params)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
 def _create(sandbox: Sandbox, tenant_id: str, body: dict[str, Any]) -> httpx2.Response:
-    headers = {"Authorization": f"Bearer {_token(sandbox, tenant_id)}", "Content-Type": "application/json"}
-    return httpx2.post(f"{sandbox.url}/v2/journaltransaction", content=dumps(body), headers=headers)
+    return sandbox.create(dumps(body), auth=_auth(sandbox, tenant_id))
 
 
 # -- the calendars, as pure functions --
@@ -198,7 +180,7 @@ def test_a_july_calendar_is_served_with_its_real_dates(calendars: Sandbox) -> No
     assert by_id["202612"]["description"] == "June"
     named_by_end = {p["period"]: p for p in _periods(calendars, JULY_NEXT)}
     assert named_by_end["202601"]["startDate"] == "2025-07-01T00:00:00"
-    with _client(calendars, JULY) as client:
+    with calendars.client(_auth(calendars, JULY)) as client:
         assert client.financial_periods()["202607"].start_date == D(2027, 1, 1)
 
 

@@ -16,8 +16,7 @@ import httpx2
 import pytest
 
 from nmbrs_visma.clients.visma_net import JournalTransactionSummary
-
-from .conftest import TENANT, Sandbox, Segments, dumps, journal, subaccount
+from tests.support import TENANT, Sandbox, Segments, dumps, journal, subaccount
 
 LINES = 3  # every batch of `_post` has three lines
 
@@ -64,12 +63,8 @@ def _assert_complete(summaries: list[JournalTransactionSummary], booked: dict[st
 
 
 def _raw_page(sandbox: Sandbox, period: str, page_number: int, page_size: int) -> list[dict[str, Any]]:
-    token = sandbox.service_auth().access_token().get_secret_value()
-    answer = httpx2.get(
-        f"{sandbox.url}/v2/journaltransaction",
-        params={"periodId": period, "pageNumber": page_number, "pageSize": page_size},
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    params = {"periodId": period, "pageNumber": page_number, "pageSize": page_size}
+    answer = sandbox.request("GET", "/v2/journaltransaction", params=params)
     assert answer.status_code == 200
     return answer.json()
 

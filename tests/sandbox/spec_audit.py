@@ -1,5 +1,5 @@
-"""What both spec audits share (tests/visma_net/test_spec_audit.py, tests/nmbrs/test_spec_audit.py): the checks
-schemathesis applies to every answer, the findings, and how an operation's cases are drawn and sent.
+"""What both spec audits share (tests/sandbox/visma_net/test_spec_audit.py, tests/sandbox/nmbrs/test_spec_audit.py):
+the checks schemathesis applies to every answer, the findings, and how an operation's cases are drawn and sent.
 
 One audit of one operation: `audit(operation, base_url, headers, explicit=..., negative=...)` sends the explicit
 cases (the success paths), generated valid and (with `negative`) invalid ones, and the coverage phase's boundary

@@ -101,6 +101,16 @@ def test_the_seeded_world_matches_the_demo() -> None:
         assert (runs[-1].run_type == "normal_twk") == bool(company.corrections)
 
 
+def test_a_world_without_faults_answers_deterministically() -> None:
+    first, second = NmbrsWorld().seed_demo(), NmbrsWorld().seed_demo()
+    for company_id, runs in first.runs.items():
+        for run, again in zip(runs, second.runs[company_id], strict=True):
+            assert run == again
+            assert first.journal_document(run, "journalscostcenterunit") == second.journal_document(
+                again, "journalscostcenterunit"
+            )
+
+
 @pytest.mark.parametrize("company", COMPANIES, ids=lambda c: str(c.number))
 def test_every_period_of_every_run_balances_to_the_cent(company) -> None:
     world = NmbrsWorld().seed_demo()

@@ -14,20 +14,19 @@ from typing import Any
 
 import pytest
 import schemathesis
-import yaml
 
 from nmbrs_visma.sandbox.nmbrs import DEMO_SUBSCRIPTION_KEY, NmbrsWorld
 from nmbrs_visma.sandbox.server import RunningServer
-from tests.spec_audit import audit
+from tests.sandbox.spec_audit import audit
 
-from .test_contract import USED_PATHS
+from .spec import USED_PATHS, load_spec
 
 pytestmark = [pytest.mark.contract, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def nmbrs_schema(reference_dir: Path) -> Any:
-    return schemathesis.openapi.from_dict(yaml.safe_load((reference_dir / "nmbrs" / "nmbrs-openapi.yaml").read_text()))
+    return schemathesis.openapi.from_dict(load_spec(reference_dir))
 
 
 def _explicit(path: str, world: NmbrsWorld, task_id: str) -> list[dict[str, Any]]:
