@@ -195,12 +195,6 @@ class OAuth2Auth(httpx2.Auth):
         return bool(token.get("access_token") or token.get("refresh_token"))
 
     @property
-    def expires_at(self) -> float | None:
-        """When the held access token expires (Unix time), if known."""
-        value = (self._token or {}).get("expires_at")
-        return float(value) if value is not None else None  # float ok: seconds, not money
-
-    @property
     def refresh_token_expires_at(self) -> dt.datetime | None:
         """When the held refresh token lapses unused, if known."""
         token = self._token or {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -59,12 +59,18 @@ def run_state(rows: list[StatusRow]) -> State:
 def pass_rows(state: State) -> list[StatusRow]:
     """The rows of a finished run of either flow (`return_state=True`), COMPLETED or FAILED; a run that failed
     before it had any (a crash, a bad parameter, the configuration) raises its error."""
+    return listed_result(state, "the run", "rows")
+
+
+def listed_result(state: State, run: str, items: str) -> list[Any]:
+    """The list a finished flow run (`return_state=True`) carries as its data, COMPLETED or FAILED (this package's
+    flows end FAILED with their rows kept); a run that failed before it had one raises its error."""
     result = state.result(raise_on_failure=False)
     if isinstance(result, list):
         return result
     if isinstance(result, BaseException):
         raise result
-    raise RuntimeError(state.message or f"the run ended {state.type.value} without rows")
+    raise RuntimeError(state.message or f"{run} ended {state.type.value} without {items}")
 
 
 def run_name(what: str) -> str:

@@ -39,7 +39,7 @@ from nmbrs_visma.blocks.mapping import load_mappings
 from nmbrs_visma.clients.errors import NotFound
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.flows.connections import Connections, Selection, connect_accounts, select_companies
-from nmbrs_visma.flows.post_payroll_journals import CompaniesParameter, PeriodParameter
+from nmbrs_visma.flows.post_payroll_journals import CompaniesParameter, PeriodParameter, listed_result
 from nmbrs_visma.flows.run_settings import SettingsTaskRunner, run_settings
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.models import AdministrationReference
@@ -423,12 +423,7 @@ def final_state(checks: list[TransactionCheck]) -> State:
 def checks_of(state: State) -> list[TransactionCheck]:
     """The checks of a finished reconciliation (`return_state=True`), COMPLETED or FAILED; a run that failed
     before it had any raises its error."""
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, list):
-        return result
-    if isinstance(result, BaseException):
-        raise result
-    raise RuntimeError(state.message or f"the reconciliation ended {state.type.value} without a result")
+    return listed_result(state, "the reconciliation", "checks")
 
 
 def _tag_run() -> None:

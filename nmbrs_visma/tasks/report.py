@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
@@ -100,7 +99,6 @@ class StatusArtifacts:
     def __init__(self, flow_run_id: str | None) -> None:
         self.flow_run_id = UUID(flow_run_id) if flow_run_id else None
         self._client: Any = None
-        self._owner: threading.Thread | None = None
 
     def create(self, *, markdown: str, key: str, description: str) -> None:
         from prefect.client.orchestration import get_client
@@ -108,8 +106,6 @@ class StatusArtifacts:
 
         if self._client is None:
             self._client = get_client(sync_client=True).__enter__()
-            self._owner = threading.current_thread()
-        assert self._owner is threading.current_thread(), "StatusArtifacts is used from one thread"
         run = {"flow_run_id": self.flow_run_id} if self.flow_run_id is not None else {}
         self._client.create_artifact(
             ArtifactCreate(type="markdown", key=key, description=description, data=markdown, **run)
