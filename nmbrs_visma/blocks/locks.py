@@ -118,7 +118,8 @@ def server_lock(name: str, *, timeout_seconds: float) -> Iterator[None]:
 class Reservation:
     """A `server_lock` asked for ahead of its holder, so that the locks of several administrations go to the
     server in one call (`reserve`). `hold()` waits for it and holds it while its block runs; `cancel()` gives
-    it up unused (a holder with nothing to do). One left unclaimed past its timeout is given up by itself."""
+    it up unused (a holder with nothing to do). One left unclaimed past its timeout is given up by itself (a
+    holder that never came must not keep it); held after that, it is asked for again, alone."""
 
     def __init__(self, name: str, *, timeout_seconds: float) -> None:
         self.name = name
@@ -148,9 +149,18 @@ class Reservation:
             self._broker.submit([request])
         assert self._broker is not None and self._request is not None
         broker = self._broker
-        created = False
+        created = asked_again = False
         while True:
-            lease = broker.claim(self._request)
+            try:
+                lease = broker.claim(self._request)
+            except _Lapsed:
+                if asked_again:
+                    raise
+                asked_again = True  # given up while its holder was still on its way: asked for afresh
+                self._deadline = time.monotonic() + self.timeout_seconds
+                self._request = _Request(self.name, self._deadline, self.timeout_seconds)
+                broker.submit([self._request])
+                continue
             if lease is not None:
                 break
             if created:  # missing again, just after it was created
@@ -199,6 +209,10 @@ def _broker() -> _LeaseBroker:
         if broker is None:
             broker = _brokers[key] = _LeaseBroker(contextvars.copy_context())
         return broker
+
+
+class _Lapsed(AcquireConcurrencySlotTimeoutError):
+    """A reservation given up before its holder claimed it (past its timeout, or cancelled)."""
 
 
 @dataclass(eq=False)
@@ -262,7 +276,7 @@ class _LeaseBroker:
         if request.error is not None:
             raise request.error
         if cancelled:  # given up unclaimed past its timeout
-            raise AcquireConcurrencySlotTimeoutError(
+            raise _Lapsed(
                 f"Concurrency slot on {request.name!r} was reserved but not claimed within {request.timeout_seconds}s"
             )
         return request.lease
@@ -394,9 +408,10 @@ class _LeaseBroker:
         """The server did not answer the call (busy, or out of reach for a moment): ask again soon, with the
         same requests and whatever arrives meanwhile, until a request's deadline."""
         now = time.monotonic()
+        jitter = random.uniform(0.5, 1.0)  # one for the call: its requests are asked for again together
         for request in requests:
             request.busy += 1
-            wait = min(BUSY_RETRY_SECONDS * 2 ** (request.busy - 1), 1.0) * random.uniform(0.5, 1.0)
+            wait = min(BUSY_RETRY_SECONDS * 2 ** (request.busy - 1), 1.0) * jitter
             if now + wait > request.deadline:
                 request.fail(ConcurrencySlotAcquisitionError(f"Unable to acquire {request.name!r}: the server is busy"))
             else:

@@ -4,7 +4,8 @@ them (the `prepare` task), then look up and post (the `post` task), then record 
 An administration is the companies booking into one Visma.net (account, branch, ledger). The flow runs up to
 three times `Pass.workers` (the run's `Settings.max_workers`) administrations at once: while the first ones
 create (at most `workers` creates at once, the `sending` slots), the next ones read Nmbrs and take their
-locks, so a slot freed is taken by a create.
+locks, so a slot freed is taken by a create. The posting locks are asked for ahead, `LOCK_BATCH`
+administrations in one call to the Prefect server (`AheadLocks`), so each is granted while its unit prepares.
 A failed stage is a failed task run and that administration's rows say why; the others go on. The companies
 of one administration are planned together (one `build_many`: pandas has a fixed cost per call, paid once).
 """
@@ -16,9 +17,11 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,7 +32,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
-from nmbrs_visma.blocks.locks import Reservation
+from nmbrs_visma.blocks.locks import Reservation, reserve
 from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.keys import administration_id
@@ -41,7 +44,7 @@ from nmbrs_visma.settings import DEFAULT_DOCUMENT_WAIT, DEFAULT_SETTLE_SECONDS
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
-from nmbrs_visma.tasks.posting import Posting, post_administration, reserve_administration_locks
+from nmbrs_visma.tasks.posting import Posting, administration_lock_name, post_administration
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, StatusArtifacts, publish_administration, write_payload
 from nmbrs_visma.tasks.runs import RunFilter, find_runs
@@ -57,39 +60,91 @@ def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
 
 
 PLAN_BATCH = 8  # companies planned in one build at most: a bigger batch keeps its first company waiting longer
+GATHER_SECONDS = 0.1  # how long a plan waits for the companies still being read before it starts without them
 COMPLETED_BATCH = 50  # completed runs written to the ledger together
 UNITS_PER_WORKER = 3  # administrations under way per sending slot: the others read Nmbrs, lock and look up
+LOCK_BATCH = 8  # administrations whose posting locks are asked for in one call (one lease on the Prefect server)
 
 
-Reserve = Callable[[Sequence[str]], dict[str, Reservation]]
+class AheadLocks:
+    """The posting locks of a pass's administrations, asked for `LOCK_BATCH` at a time in the order their units
+    start: the first unit of a batch to start asks for its batch's locks and the next batch's, each batch in one
+    call to the Prefect server, so each lock is granted well before its unit posts (a call the server answers
+    busy is asked again), and the server answers one call (and one release) per batch instead of one per
+    administration (each is a write on the server). Each posting task holds its own lock or gives it up; the
+    batch's lease goes back when the last of them is done (`blocks.locks`).
 
+    `administrations`: each unit's administration, in the order the units start (None: it cannot post, e.g. its
+    account has no tenant); an administration already in the batch is not asked for twice (its second unit
+    takes the lock itself)."""
 
-@dataclass
-class Planned:
-    """One administration's share of a planned batch: its companies' plans, and the locks reserved for it."""
+    def __init__(
+        self,
+        administrations: Sequence[str | None],
+        *,
+        timeout_seconds: float,
+        ask: Callable[[Sequence[Reservation]], None] = reserve,
+    ) -> None:
+        self.administrations = list(administrations)
+        self.timeout_seconds = timeout_seconds
+        self._ask = ask
+        self._batches: dict[int, dict[int, Reservation]] = {}  # batch -> unit position -> its reservation
+        self._mutex = threading.Lock()
 
-    plans: list[CompanyPlan]
-    reservations: dict[str, Reservation] = field(default_factory=dict)
+    def take(self, position: int) -> Reservation | None:
+        """The reservation of the unit at `position` (its batch and the next asked for now, if not yet)."""
+        batch = position // LOCK_BATCH
+        with self._mutex:
+            new = [self._reserve(number) for number in (batch, batch + 1) if number not in self._batches]
+            reservation = self._batches[batch].get(position)
+        for reservations in new:
+            if reservations:
+                self._ask(reservations)
+        return reservation
+
+    def _reserve(self, batch: int) -> list[Reservation]:
+        reserved = self._batches[batch] = {}
+        seen: set[str] = set()
+        for index in range(batch * LOCK_BATCH, min(len(self.administrations), (batch + 1) * LOCK_BATCH)):
+            administration = self.administrations[index]
+            if administration and administration not in seen:
+                seen.add(administration)
+                reserved[index] = Reservation(
+                    administration_lock_name(administration), timeout_seconds=self.timeout_seconds
+                )
+        return list(reserved.values())
 
 
 class Planner:
     """Plans the companies of administrations preparing at the same moment in one build, up to `PLAN_BATCH`
-    companies: pandas' fixed cost per call outweighs the work on a run's few hundred lines, so a batch pays it
-    once. One plan at a time, in its own thread; a request that finds the planner idle is planned at once, alone.
+    companies: pandas' fixed cost per call outweighs the work on a run's few hundred lines (a company planned
+    alone costs several times its share of a batch of eight), so a batch pays it once. One plan at a time, in
+    its own thread. A plan waits up to `gather` seconds for the companies still being read (`reading()`) to
+    join it; with none being read, it starts at once."""
 
-    `reserve` (a posting pass): the administration locks of a batch's postings, asked for in one call to the
-    Prefect server instead of one per administration (each call is a write on the server)."""
-
-    def __init__(self, most: int = PLAN_BATCH, *, reserve: Reserve | None = None) -> None:
+    def __init__(self, most: int = PLAN_BATCH, *, gather: float = GATHER_SECONDS) -> None:
         self.most = most
-        self.reserve = reserve
-        self._queue: queue.SimpleQueue[tuple[list[CompanyRead], Future[Planned]] | None] = queue.SimpleQueue()
+        self.gather = gather
+        self._queue: queue.SimpleQueue[tuple[list[CompanyRead], Future[list[CompanyPlan]]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
+        self._reading = 0  # preparations reading their companies: plan requests on their way
+        self._count = threading.Lock()
 
-    def plan(self, reads: list[CompanyRead]) -> Planned:
-        """`plan_read_companies(reads)`, batched with whatever else is waiting, with the reserved locks."""
-        future: Future[Planned] = Future()
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a preparation's reads: a plan under way waits for this one's request (up to `gather`)."""
+        with self._count:
+            self._reading += 1
+        try:
+            yield
+        finally:
+            with self._count:
+                self._reading -= 1
+
+    def plan(self, reads: list[CompanyRead]) -> list[CompanyPlan]:
+        """`plan_read_companies(reads)`, batched with whatever else is waiting."""
+        future: Future[list[CompanyPlan]] = Future()
         with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
@@ -105,11 +160,18 @@ class Planner:
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
             batch, stop = [first], False
+            until = time.monotonic() + self.gather
             while sum(len(reads) for reads, _ in batch) < self.most:
                 try:
                     waiting = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    left = until - time.monotonic()
+                    if self._reading <= 0 or left <= 0:
+                        break
+                    try:
+                        waiting = self._queue.get(timeout=min(left, 0.005))  # a request, or a look at `_reading`
+                    except queue.Empty:
+                        continue
                 if waiting is None:
                     stop = True
                     break
@@ -118,20 +180,16 @@ class Planner:
             if stop:
                 return
 
-    def _plan(self, batch: list[tuple[list[CompanyRead], Future[Planned]]]) -> None:
+    def _plan(self, batch: list[tuple[list[CompanyRead], Future[list[CompanyPlan]]]]) -> None:
         try:
             plans = plan_read_companies([read for reads, _ in batch for read in reads])
-            administrations = sorted({p.administration for plan in plans for p in plan.postings})
-            reserved = self.reserve(administrations) if self.reserve is not None and administrations else {}
         except BaseException as exc:  # a bug: every waiting administration fails with it, none hangs
             for _, future in batch:
                 future.set_exception(exc)
             return
         start = 0
         for reads, future in batch:
-            mine = plans[start : start + len(reads)]
-            wanted = {p.administration for plan in mine for p in plan.postings}
-            future.set_result(Planned(mine, {a: reserved[a] for a in wanted if a in reserved}))
+            future.set_result(plans[start : start + len(reads)])
             start += len(reads)
 
 
@@ -162,13 +220,7 @@ class Pass:
 
     def __post_init__(self) -> None:
         self.sending = threading.BoundedSemaphore(self.workers)
-        reserve: Reserve | None = None
-        if self.post:  # in the flow run's context (its Prefect API), whichever thread plans
-            reserve = partial(
-                contextvars.copy_context().run,
-                partial(reserve_administration_locks, timeout_seconds=self.ledger.lock_timeout),
-            )
-        self.planner = Planner(reserve=reserve)
+        self.planner = Planner()
         self.reads = ThreadPoolExecutor(UNITS_PER_WORKER * self.workers, thread_name_prefix="nmbrs-read")
 
     def nmbrs_account(self, company: int) -> str | None:
@@ -183,12 +235,6 @@ class Prepared:
     rows: list[StatusRow] = field(default_factory=list)
     postings: list[Posting] = field(default_factory=list)
     runs: list[PayrollRun] = field(default_factory=list)
-    reservations: dict[str, Reservation] = field(default_factory=dict)  # administration -> its lock, asked for
-
-    def cancel_reservations(self) -> None:
-        """Give up every reserved lock not held (a no-op for one its posting task holds or held)."""
-        for reservation in self.reservations.values():
-            reservation.cancel()
 
     def message(self) -> str:
         refused = [row for row in self.rows if row.status in {Status.REFUSED, Status.FAILED}]
@@ -215,23 +261,18 @@ def prepare_administration(label: str, companies: list[int], work: Pass) -> Stat
     failure costs nothing to redo; its state message says what is to post and why anything was refused."""
     prepared = Prepared()
     reads: list[CompanyRead] = []
-    for company in companies:
-        rows, read = _read_company(company, work)
-        prepared.rows.extend(rows)
-        if read is not None:
-            reads.append(read)
+    with work.planner.reading():
+        for company in companies:
+            rows, read = _read_company(company, work)
+            prepared.rows.extend(rows)
+            if read is not None:
+                reads.append(read)
     if reads:
-        planned = work.planner.plan(reads)
-        prepared.reservations = planned.reservations
-        try:
-            for read, plan in zip(reads, planned.plans, strict=True):
-                prepared.rows.extend(plan.rows)
-                prepared.postings.extend(plan.postings)
-                runs = {posting.run_id for posting in plan.postings}
-                prepared.runs.extend(j.run for j in read.journals.runs if j.run.run_id in runs)
-        except BaseException:
-            prepared.cancel_reservations()
-            raise
+        for read, plan in zip(reads, work.planner.plan(reads), strict=True):
+            prepared.rows.extend(plan.rows)
+            prepared.postings.extend(plan.postings)
+            runs = {posting.run_id for posting in plan.postings}
+            prepared.runs.extend(j.run for j in read.journals.runs if j.run.run_id in runs)
     return Completed(message=prepared.message(), data=prepared)
 
 
@@ -360,6 +401,16 @@ class Administrations:
         self._artifacts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-artifacts")
         self._status_artifacts: StatusArtifacts | None = None
         self._completed: list[CompletedRun] = []
+        self._locks: AheadLocks | None = None
+        if work.post and work.journal_file is None:
+            self._locks = AheadLocks(
+                [self._administration_of(group) for group in self._groups], timeout_seconds=work.ledger.lock_timeout
+            )
+
+    def _administration_of(self, group: AdministrationGroup) -> str | None:
+        account, branch, ledger = group
+        tenant = self.work.connections.tenants.get(account, "")
+        return administration_id(tenant, branch, ledger) if tenant else None
 
     def run(self) -> None:
         if self.work.flow_run_id is None:
@@ -367,8 +418,8 @@ class Administrations:
         units = ThreadPoolExecutor(max(1, UNITS_PER_WORKER * self.work.workers), thread_name_prefix="administration")
         try:
             futures = [
-                units.submit(contextvars.copy_context().run, self._administration, group, companies)
-                for group, companies in self._groups.items()
+                units.submit(contextvars.copy_context().run, self._administration, position, group, companies)
+                for position, (group, companies) in enumerate(self._groups.items())
             ]
             for future in futures:
                 future.result()
@@ -381,27 +432,29 @@ class Administrations:
                 self._artifacts.submit(self._status_artifacts.close)  # on its own thread, after the last artifact
             self._artifacts.shutdown(wait=True)
 
-    def _administration(self, group: AdministrationGroup, companies: list[int]) -> None:
+    def _administration(self, position: int, group: AdministrationGroup, companies: list[int]) -> None:
         """One administration's straight line; every company leaves with at least one row."""
         label = administration_label(companies, self.work.selection, self._names)
+        reservation = self._locks.take(position) if self._locks is not None else None
         try:
-            state = prepare_administration(label, quote(companies), quote(self.work), return_state=True)
-            prepared: Prepared = state.result()
-        except Exception as exc:
-            reason = f"preparing {label} failed: {type(exc).__name__}: {exc}"
-            prepared = Prepared(rows=[_failed(company, reason) for company in companies])
-        rows = list(prepared.rows)
-        try:
+            try:
+                state = prepare_administration(label, quote(companies), quote(self.work), return_state=True)
+                prepared: Prepared = state.result()
+            except Exception as exc:
+                reason = f"preparing {label} failed: {type(exc).__name__}: {exc}"
+                prepared = Prepared(rows=[_failed(company, reason) for company in companies])
+            rows = list(prepared.rows)
             if not self.work.post:
                 with self._guard:
                     self.postings.extend(prepared.postings)
             elif prepared.postings:
-                rows.extend(self._post(prepared))
+                rows.extend(self._post(prepared, reservation))
         finally:
-            prepared.cancel_reservations()  # a lock its posting task did not take: back at once, not at its deadline
+            if reservation is not None:  # a lock its posting task did not take: back at once, not at its deadline
+                reservation.cancel()
         self._done(group, companies, rows)
 
-    def _post(self, prepared: Prepared) -> list[StatusRow]:
+    def _post(self, prepared: Prepared, reservation: Reservation | None) -> list[StatusRow]:
         by_administration: dict[str, list[Posting]] = defaultdict(list)
         for posting in prepared.postings:
             by_administration[posting.administration].append(posting)
@@ -418,7 +471,9 @@ class Administrations:
                         self.work.flow_run_id,
                         quote(self.work.sending),
                         self.work.repost_changed,
-                        reservation=prepared.reservations.get(administration),
+                        reservation=reservation
+                        if reservation is not None and reservation.name == administration_lock_name(administration)
+                        else None,
                         settle_seconds=self.work.settle_seconds,
                     )
                 )

@@ -673,19 +673,6 @@ def _held(reservation: Reservation, _administration: str) -> AbstractContextMana
     return reservation.hold()
 
 
-def reserve_administration_locks(administrations: Sequence[str], *, timeout_seconds: float) -> dict[str, Reservation]:
-    """The administrations' locks, asked for ahead of their posting tasks in one call to the Prefect server
-    (`blocks.locks.reserve`); each posting task holds its own (`post_administration(reservation=)`) or gives it up."""
-    from nmbrs_visma.blocks.locks import Reservation, reserve
-
-    reservations = {
-        administration: Reservation(administration_lock_name(administration), timeout_seconds=timeout_seconds)
-        for administration in administrations
-    }
-    reserve(list(reservations.values()))
-    return reservations
-
-
 @task(name="post-administration", cache_policy=NO_CACHE, task_run_name="post-{administration}")
 def post_administration(
     administration: str,

@@ -87,49 +87,83 @@ def test_a_batch_that_cannot_be_planned_whole_is_planned_company_by_company(brok
         assert planned[0].postings and planned[-1].postings
 
 
-def test_the_planner_reserves_a_batchs_administration_locks_in_one_call() -> None:
-    """Administrations preparing at once are planned in one batch, and their locks asked for in one call; each
-    gets the reservations of its own postings only, and a batch whose reservation fails fails every waiter."""
+def test_a_plan_request_waits_in_the_planners_queue_and_a_failing_plan_fails_its_waiters() -> None:
+    """Requests that arrive while a plan runs are planned together, each gets its own companies' plans in
+    order; a batch that raises fails every waiter instead of leaving one hanging."""
     import threading
 
+    from nmbrs_visma.flows import administrations as module
     from nmbrs_visma.flows.administrations import Planner
 
-    calls: list[list[str]] = []
+    calls: list[list[int]] = []
     release = threading.Event()
+    original = module.plan_read_companies
 
-    def reserve(administrations):  # the Prefect server's call, recorded; the first waits so the rest queue up
-        calls.append(list(administrations))
+    def recorded(reads):  # the first plan waits, so the next two requests queue up behind it
+        calls.append([read.journals.company for read in reads])
         if len(calls) == 1:
             release.wait(5)
-        return {administration: f"lock of {administration}" for administration in administrations}
+        return original(reads)
 
-    planner = Planner(reserve=reserve)
-    results: dict[int, object] = {}
-    reads = {number: _company(number, (f"run-{number}", MARCH_WITH_CORRECTION)) for number in (1002, 1003, 1006)}
-    first = threading.Thread(target=lambda: results.setdefault(1002, planner.plan([reads[1002]])))
-    first.start()
-    while not calls:  # the first batch is being reserved: the next two requests wait in the queue together
-        threading.Event().wait(0.01)
-    others = [
-        threading.Thread(target=lambda n=n: results.setdefault(n, planner.plan([reads[n]]))) for n in (1003, 1006)
-    ]
-    for thread in others:
-        thread.start()
-    threading.Event().wait(0.2)
-    release.set()
-    for thread in [first, *others]:
-        thread.join(10)
-    planner.close()
-    administrations = {n: {p.administration for plan in results[n].plans for p in plan.postings} for n in reads}
-    assert all(administrations.values())
-    assert len(calls) == 2 and sorted(calls[1]) == sorted(administrations[1003] | administrations[1006])
-    for number in reads:
-        assert set(results[number].reservations) == administrations[number]
+    module.plan_read_companies = recorded
+    try:
+        planner = Planner()
+        results: dict[int, list[CompanyPlan]] = {}
+        reads = {number: _company(number, (f"run-{number}", MARCH_WITH_CORRECTION)) for number in (1002, 1003, 1006)}
+        first = threading.Thread(target=lambda: results.setdefault(1002, planner.plan([reads[1002]])))
+        first.start()
+        while not calls:
+            threading.Event().wait(0.01)
+        others = [
+            threading.Thread(target=lambda n=n: results.setdefault(n, planner.plan([reads[n]]))) for n in (1003, 1006)
+        ]
+        for thread in others:
+            thread.start()
+        threading.Event().wait(0.2)
+        release.set()
+        for thread in [first, *others]:
+            thread.join(10)
+        planner.close()
+    finally:
+        module.plan_read_companies = original
+    assert len(calls) == 2 and sorted(calls[1]) == [1003, 1006]
+    for number, read in reads.items():
+        assert results[number] == [_alone(read)]
 
-    def broken(administrations):
-        raise RuntimeError("the Prefect server is gone")
+    def broken(reads):
+        raise RuntimeError("the planner broke")
 
-    failing = Planner(reserve=broken)
-    with pytest.raises(RuntimeError, match="server is gone"):
-        failing.plan([reads[1002]])
-    failing.close()
+    module.plan_read_companies = broken
+    try:
+        failing = Planner()
+        with pytest.raises(RuntimeError, match="planner broke"):
+            failing.plan([reads[1002]])
+        failing.close()
+    finally:
+        module.plan_read_companies = original
+
+
+def test_ahead_locks_ask_for_a_batch_of_administrations_and_the_next_in_one_call_each() -> None:
+    """The posting locks go to the Prefect server `LOCK_BATCH` administrations per call, in the order the units
+    start: the first unit of a batch to start (whichever it is) asks for its batch and the next one; an
+    administration seen twice in a batch, or none (no tenant), is not asked for."""
+    from nmbrs_visma.flows.administrations import LOCK_BATCH, AheadLocks
+    from nmbrs_visma.tasks.posting import administration_lock_name
+
+    administrations: list[str | None] = [f"tenant-{n}/1/L" for n in range(3 * LOCK_BATCH + 3)]
+    administrations[1] = None
+    administrations[2] = administrations[0]
+    names = [administration_lock_name(a) if a else None for a in administrations]
+    calls: list[list[str]] = []
+    locks = AheadLocks(administrations, timeout_seconds=5, ask=lambda found: calls.append([r.name for r in found]))
+
+    second = locks.take(LOCK_BATCH + 2)  # a unit of the second batch starts before any other
+    assert second is not None and second.name == names[LOCK_BATCH + 2]
+    assert calls == [names[LOCK_BATCH : 2 * LOCK_BATCH], names[2 * LOCK_BATCH : 3 * LOCK_BATCH]]
+    assert locks.take(LOCK_BATCH) is not None and len(calls) == 2  # its batch and the next: asked for already
+    assert locks.take(2 * LOCK_BATCH) is not None and calls[2] == names[3 * LOCK_BATCH :]  # the next: the last 3
+    first = locks.take(0)  # its batch now; the next one was asked for already
+    assert first is not None and first.name == names[0]
+    assert calls[3:] == [[names[0], *names[3:LOCK_BATCH]]]
+    assert locks.take(1) is None and locks.take(2) is None  # no tenant; the same administration again
+    assert locks.take(3 * LOCK_BATCH + 1) is not None and len(calls) == 4
