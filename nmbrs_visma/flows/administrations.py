@@ -102,6 +102,13 @@ class AheadLocks:
                 self._ask(reservations)
         return reservation
 
+    def cancel(self) -> None:
+        """Give up every reservation not held (the pass is over, or stopped before some units started)."""
+        with self._mutex:
+            reservations = [r for reserved in self._batches.values() for r in reserved.values()]
+        for reservation in reservations:
+            reservation.cancel()
+
     def _reserve(self, batch: int) -> list[Reservation]:
         reserved = self._batches[batch] = {}
         seen: set[str] = set()
@@ -425,6 +432,8 @@ class Administrations:
                 future.result()
         finally:
             units.shutdown(wait=True)
+            if self._locks is not None:  # units that never started (a pass stopped by an error) give theirs up
+                self._locks.cancel()
             self.work.reads.shutdown(wait=True)
             self.work.planner.close()
             self._write_completed()

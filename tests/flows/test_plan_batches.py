@@ -8,6 +8,9 @@ seen twice) is planned company by company, so a failure stays with its own compa
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from nmbrs_visma.journals.nmbrs_xml import parse_journal_xml
@@ -167,3 +170,40 @@ def test_ahead_locks_ask_for_a_batch_of_administrations_and_the_next_in_one_call
     assert calls[3:] == [[names[0], *names[3:LOCK_BATCH]]]
     assert locks.take(1) is None and locks.take(2) is None  # no tenant; the same administration again
     assert locks.take(3 * LOCK_BATCH + 1) is not None and len(calls) == 4
+
+
+def test_ahead_locks_given_up_together_free_every_lock_not_held(prefect_api: str) -> None:
+    """A pass that stops before some of its units start gives up their reservations at once: the Prefect
+    server's slots are free again, not held until the reservations lapse."""
+    from prefect.client.orchestration import get_client
+
+    from nmbrs_visma.blocks.locks import ensure_lock
+    from nmbrs_visma.flows.administrations import LOCK_BATCH, AheadLocks
+    from nmbrs_visma.tasks.posting import administration_lock_name
+
+    run = uuid.uuid4().hex[:8]
+    administrations = [f"ahead-{run}-{n}/1/L" for n in range(2 * LOCK_BATCH)]
+    for administration in administrations:
+        ensure_lock(administration_lock_name(administration))
+    locks = AheadLocks(administrations, timeout_seconds=60)
+    first = locks.take(0)  # both batches asked for
+    assert first is not None
+    with first.hold():
+        pass
+
+    def active() -> list[int]:
+        with get_client(sync_client=True) as client:
+            return [
+                client.read_global_concurrency_limit_by_name(administration_lock_name(a)).active_slots
+                for a in administrations
+            ]
+
+    deadline = time.monotonic() + 10
+    while not any(active()) and time.monotonic() < deadline:  # granted by the broker's thread
+        time.sleep(0.05)
+    assert any(active())
+    locks.cancel()
+    deadline = time.monotonic() + 10
+    while any(active()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert active() == [0] * len(administrations)
