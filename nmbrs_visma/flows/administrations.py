@@ -59,6 +59,13 @@ def administration_group(mapping: AdministrationMapping) -> AdministrationGroup:
     return mapping.visma_account, mapping.branch, mapping.ledger
 
 
+def group_administration(connections: Connections, group: AdministrationGroup) -> str:
+    """The administration id the group posts to ("" when its account has no tenant: it cannot post)."""
+    account, branch, ledger = group
+    tenant = connections.tenants.get(account, "")
+    return administration_id(tenant, branch, ledger) if tenant else ""
+
+
 PLAN_BATCH = 8  # companies planned in one build at most: a bigger batch keeps its first company waiting longer
 GATHER_SECONDS = 0.1  # how long a plan waits for the companies still being read before it starts without them
 COMPLETED_BATCH = 50  # completed runs written to the ledger together
@@ -343,8 +350,7 @@ def _runs_to_read(
     if not found.todo:
         return rows or [_nothing(company, nmbrs_company.name, work.run_filter)], None
     if check_company(found.todo[0], mapping):  # a test company or a blocked debtor: its journals are not read
-        tenant = work.connections.tenants.get(mapping.visma_account, "")
-        administration = administration_id(tenant, mapping.branch, mapping.ledger) if tenant else ""
+        administration = group_administration(work.connections, administration_group(mapping))
         for run in found.todo:
             rows.append(
                 refused_row(
@@ -409,15 +415,11 @@ class Administrations:
         self._status_artifacts: StatusArtifacts | None = None
         self._completed: list[CompletedRun] = []
         self._locks: AheadLocks | None = None
-        if work.post and work.journal_file is None:
+        if work.post:
             self._locks = AheadLocks(
-                [self._administration_of(group) for group in self._groups], timeout_seconds=work.ledger.lock_timeout
+                [group_administration(work.connections, group) or None for group in self._groups],
+                timeout_seconds=work.ledger.lock_timeout,
             )
-
-    def _administration_of(self, group: AdministrationGroup) -> str | None:
-        account, branch, ledger = group
-        tenant = self.work.connections.tenants.get(account, "")
-        return administration_id(tenant, branch, ledger) if tenant else None
 
     def run(self) -> None:
         if self.work.flow_run_id is None:
