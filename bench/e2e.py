@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _prepare_environment(workers: int) -> Path:
-    """Prefect reads its settings at import: a throwaway home, the recommended recorder batch sizes, quiet
-    console logging (the benchmark prints its own figures)."""
+    """Prefect reads its settings at import: a throwaway home, the task-run recorder's and event persister's
+    batch sizes the README recommends for a server of hundreds of companies, quiet console logging (the
+    benchmark prints its own figures)."""
     home = Path(tempfile.mkdtemp(prefix="nmbrs-visma-bench-"))
     os.environ.update(
         {
@@ -55,6 +56,7 @@ def _prepare_environment(workers: int) -> Path:
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
             "NMBRS_VISMA_MAX_WORKERS": str(workers),
             "NMBRS_VISMA_OUTPUT_DIR": str(home / "output"),
         }
@@ -286,10 +288,17 @@ class Bench:
         def counted(reads: Any, *args: Any) -> None:
             batches.append(len(reads))
 
-        stages = [
+        from nmbrs_visma import outcomes
+        from nmbrs_visma.flows.connections import Connections
+
+        stages = [  # the flow's steps before, during and after its administrations' lines
+            timed(flow_module, "load_mappings"),
             timed(flow_module, "connect_accounts"),
             timed(Administrations, "run"),
             timed(administrations_module, "plan_read_companies", after=counted),
+            timed(Connections, "close"),
+            timed(outcomes, "record_pass"),
+            timed(flow_module, "publish_results"),
         ]
 
         self.fresh_visma(create_latency, read_latency)

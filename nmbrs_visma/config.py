@@ -60,11 +60,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from nmbrs_visma.blocks.listing import read_named_blocks
-from nmbrs_visma.blocks.locks import token_lock, token_lock_name
+from nmbrs_visma.blocks.locks import administration_lock_name, ensure_locks, token_lock, token_lock_name
 from nmbrs_visma.blocks.mapping import AdministrationMappingBlock, mapping_block_name, read_mapping_blocks
 from nmbrs_visma.blocks.nmbrs import NmbrsAccount
 from nmbrs_visma.blocks.oauth import OAuthAccount
 from nmbrs_visma.blocks.visma_net import VismaNetAccount
+from nmbrs_visma.journals.keys import administration_id
 from nmbrs_visma.journals.models import ClosedPeriodPolicy, DimensionSetting, PeriodMapping, PeriodType
 
 _BLOCK_NAME = re.compile(r"^[a-z0-9-]+$")
@@ -175,6 +176,7 @@ class AppliedConfig:
     unchanged_mappings: list[str]
     token_locks: list[str]  # of the accounts on a rotating refresh token
     not_in_file: list[str]
+    posting_locks: list[str] = field(default_factory=list)  # created now: one per administration mapped to
 
 
 def _where(location: tuple[int | str, ...]) -> str:
@@ -352,7 +354,8 @@ def _mapping_values(block: AdministrationMappingBlock) -> dict[str, Any]:
 
 
 def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
-    """Validate `data` (a parsed configuration file), then write its blocks and create the token locks."""
+    """Validate `data` (a parsed configuration file), then write its blocks and create the token locks and the
+    posting lock of every administration it maps to (so a first run does not stop to make them)."""
     planned = plan_config(data, env)
     locks: list[str] = []
     for name, block in [*sorted(planned.visma_accounts.items()), *sorted(planned.nmbrs_accounts.items())]:
@@ -368,6 +371,7 @@ def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
             continue
         mapping.save(name, overwrite=True, _sync=True)
         written.append(name)
+    posting_locks = ensure_locks(_posting_lock_names(planned))
     return AppliedConfig(
         visma_accounts=sorted(planned.visma_accounts),
         nmbrs_accounts=sorted(planned.nmbrs_accounts),
@@ -375,7 +379,19 @@ def apply_config(data: Any, env: Mapping[str, str]) -> AppliedConfig:
         unchanged_mappings=unchanged,
         token_locks=locks,
         not_in_file=sorted(set(existing) - set(written) - set(unchanged)),
+        posting_locks=posting_locks,
     )
+
+
+def _posting_lock_names(planned: PlannedConfig) -> set[str]:
+    """The posting lock of each administration the mappings post to (none for an account without a tenant yet:
+    its first run makes it)."""
+    names: set[str] = set()
+    for mapping in planned.mappings.values():
+        account = planned.visma_accounts.get(mapping.visma_account)
+        if account is not None and account.tenant_id:
+            names.add(administration_lock_name(administration_id(account.tenant_id, mapping.branch, mapping.ledger)))
+    return names
 
 
 def load_config_file(path: Path) -> Any:
@@ -408,6 +424,11 @@ def apply_config_file(path: Path) -> int:
         f"{len(applied.unchanged_mappings)} unchanged.",
         highlight=False,
     )
+    if applied.posting_locks:
+        console.print(
+            f"Created {len(applied.posting_locks)} posting lock(s) on the Prefect server, one per administration.",
+            highlight=False,
+        )
     if applied.not_in_file:
         console.print(
             "Mapping blocks not in the file (left as they are; delete them in the Prefect UI if obsolete): "

@@ -23,9 +23,10 @@ import logging
 import os
 import queue
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,18 +61,54 @@ def ensure_token_lock(account_type: type[Block], account: str) -> str:
     return ensure_lock(token_lock_name(account_type, account))
 
 
+def administration_lock_name(administration: str) -> str:
+    """The Prefect global concurrency limit that one administration's look-ups and creates hold."""
+    return "nmbrs-visma-post-" + re.sub(r"[^A-Za-z0-9_-]+", "-", administration)
+
+
 def ensure_lock(name: str) -> str:
     """Create the limit `name` (1 slot, active) unless it exists; safe when several workers race to it."""
     with get_client(sync_client=True) as client:
         try:
             existing = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another worker created it first
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            return name
-        if existing.limit != 1 or not existing.active:  # someone edited it in the UI: a lock has one slot
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+            existing = None
+        _one_slot(client, name, existing)
     return name
+
+
+def ensure_locks(names: Iterable[str]) -> list[str]:
+    """Create every missing limit of `names` (1 slot, active); returns those created. One listing of the
+    server's limits, then a call per missing one (the API creates one at a time), so `config apply` makes an
+    administration's posting lock before its first run instead of that run making it (a call each, on the
+    run's way to its first create)."""
+    wanted = set(names)
+    if not wanted:
+        return []
+    with get_client(sync_client=True) as client:
+        existing: dict[str, Any] = {}
+        offset = 0
+        while page := client.read_global_concurrency_limits(limit=_PAGE, offset=offset):
+            existing.update((limit.name, limit) for limit in page if limit.name in wanted)
+            if len(page) < _PAGE:
+                break
+            offset += len(page)
+        for name in sorted(wanted):
+            _one_slot(client, name, existing.get(name))
+    return sorted(wanted - set(existing))
+
+
+_PAGE = 200  # limits per listing call (the Prefect API's largest page)
+
+
+def _one_slot(client: SyncPrefectClient, name: str, existing: Any) -> None:
+    """The limit `name` as a lock: created when missing (`existing` None), set back to 1 slot and active
+    when someone edited it in the UI."""
+    if existing is None:
+        with suppress(ObjectAlreadyExists):  # another worker created it first
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    elif existing.limit != 1 or not existing.active:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
 
 
 def _create_limit(name: str) -> None:

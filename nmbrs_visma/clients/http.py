@@ -27,9 +27,12 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import os
 import random
 import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -323,9 +326,47 @@ def tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+POOL_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+
+
+class _PoolView(httpx2.BaseTransport):
+    """The process's connection pool as one client sees it: closing the client leaves the pool to the others."""
+
+    def __init__(self, pool: httpx2.HTTPTransport) -> None:
+        self._pool = pool
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        return self._pool.handle_request(request)
+
+    def close(self) -> None:
+        pass
+
+
+_pool: tuple[int, httpx2.HTTPTransport] | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_transport() -> httpx2.BaseTransport | None:
+    """The transport of every API client and auth of the process: one pool of kept-alive connections per
+    origin, so a run over a thousand accounts of one Visma.net reuses a few connections (and their TLS
+    handshakes) instead of opening its own for each account, and each account's token request too.
+
+    None when the environment names a proxy: then each client keeps its own pool and httpx2's own proxy rules
+    (`HTTPS_PROXY`, `NO_PROXY`, ...), which a shared transport would bypass. A forked child makes its own pool
+    (sockets are not shared across processes)."""
+    global _pool
+    if urllib.request.getproxies():
+        return None
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), httpx2.HTTPTransport(verify=tls_context(), limits=POOL_LIMITS))
+        return _PoolView(_pool[1])
+
+
 class ApiClient:
-    """What every API client here shares: an httpx2 client on the shared TLS context with its auth, the `Sender`
-    with the API's error style and a `Scrubber` of the client's secrets, closing, and the last rate limits.
+    """What every API client here shares: an httpx2 client on the shared TLS context and connection pool
+    (`shared_transport`) with its auth, the `Sender` with the API's error style and a `Scrubber` of the
+    client's secrets, closing, and the last rate limits.
 
     Subclasses set `default_base_url` and `style`, and hand their own settings' rest (`base_url`, `timeout`,
     `policy`, `sleep`, `clock`, `transport`, `event_hooks`) through to here."""
@@ -355,7 +396,7 @@ class ApiClient:
             auth=auth,
             timeout=timeout,
             headers=dict(headers or {}),
-            transport=transport,
+            transport=transport if transport is not None else shared_transport(),
             verify=tls_context(),
             follow_redirects=False,
             event_hooks=dict(event_hooks or {}),

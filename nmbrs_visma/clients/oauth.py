@@ -39,7 +39,7 @@ from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from pydantic import SecretStr
 
 from nmbrs_visma.clients.errors import AuthError, TransportError
-from nmbrs_visma.clients.http import tls_context
+from nmbrs_visma.clients.http import shared_transport, tls_context
 from nmbrs_visma.clients.secrets import Scrubber, basic_credentials
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class OAuth2Auth(httpx2.Auth):
             code_challenge_method="S256",
             token_endpoint=token_url,
             timeout=timeout,
-            transport=transport,
+            transport=transport if transport is not None else shared_transport(),
             verify=tls_context(),
         )
         for hook in ("access_token_response", "refresh_token_response"):

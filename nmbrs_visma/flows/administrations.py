@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
-from nmbrs_visma.blocks.locks import Reservation, reserve
+from nmbrs_visma.blocks.locks import Reservation, administration_lock_name, reserve
 from nmbrs_visma.flows.connections import Connections, Selection
 from nmbrs_visma.journals.checks import check_company
 from nmbrs_visma.journals.keys import administration_id
@@ -44,7 +44,7 @@ from nmbrs_visma.settings import DEFAULT_DOCUMENT_WAIT, DEFAULT_SETTLE_SECONDS
 from nmbrs_visma.tasks.extract import CompanyJournals, extract_journals, mapping_journal_kind
 from nmbrs_visma.tasks.journal_file import file_journals
 from nmbrs_visma.tasks.plan import CompanyPlan, CompanyRead, plan_read_companies, refused_row, run_label, run_period
-from nmbrs_visma.tasks.posting import Posting, administration_lock_name, post_administration
+from nmbrs_visma.tasks.posting import Posting, post_administration
 from nmbrs_visma.tasks.reference import ReferenceUnavailable, reference_key
 from nmbrs_visma.tasks.report import PayloadFile, StatusArtifacts, publish_administration, write_payload
 from nmbrs_visma.tasks.runs import RunFilter, find_runs
@@ -70,7 +70,7 @@ PLAN_BATCH = 8  # companies planned in one build at most: a bigger batch keeps i
 GATHER_SECONDS = 0.1  # how long a plan waits for the companies still being read before it starts without them
 COMPLETED_BATCH = 50  # completed runs written to the ledger together
 UNITS_PER_WORKER = 3  # administrations under way per sending slot: the others read Nmbrs, lock and look up
-LOCK_BATCH = 8  # administrations whose posting locks are asked for in one call (one lease on the Prefect server)
+LOCK_BATCH = 16  # administrations whose posting locks are asked for in one call (one lease on the Prefect server)
 
 
 class AheadLocks:

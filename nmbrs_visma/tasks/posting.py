@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from nmbrs_visma.blocks.locks import administration_lock_name
 from nmbrs_visma.clients.errors import ApiError
 from nmbrs_visma.fan_out import at_once
 from nmbrs_visma.journals.keys import key_marker, read_marker, reversal_fingerprint, reversal_key
@@ -653,11 +654,6 @@ def _is_lock_error(exc: Exception) -> bool:
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
 
     return isinstance(exc, AcquireConcurrencySlotTimeoutError | ConcurrencySlotAcquisitionError)
-
-
-def administration_lock_name(administration: str) -> str:
-    """The Prefect global concurrency limit that one administration's look-ups and creates hold."""
-    return "nmbrs-visma-post-" + re.sub(r"[^A-Za-z0-9_-]+", "-", administration)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from prefect.exceptions import ObjectNotFound
 
 from nmbrs_visma.blocks import AdministrationMappingBlock, NmbrsAccount, VismaNetAccount, load_mappings
 from nmbrs_visma.blocks.listing import read_named_blocks
-from nmbrs_visma.blocks.locks import token_lock_name
+from nmbrs_visma.blocks.locks import administration_lock_name, token_lock_name
 from nmbrs_visma.config import ConfigError, apply_config, apply_config_file, plan_config, show_config
 from nmbrs_visma.journals.models import ClosedPeriodPolicy
 
@@ -58,6 +58,28 @@ def test_the_example_applies_into_blocks_and_locks(clean_blocks: None) -> None:
             assert client.read_global_concurrency_limit_by_name(name).limit == 1
         with pytest.raises(ObjectNotFound):
             client.read_global_concurrency_limit_by_name(token_lock_name(VismaNetAccount, "bakkerij-groep"))
+
+
+def test_applying_creates_each_administrations_posting_lock_once(clean_blocks: None) -> None:
+    apply_config(_example(), EXAMPLE_ENV)
+    loaded = load_mappings()
+    tenants = {name: account.tenant_id for name, account in read_named_blocks(VismaNetAccount)}
+    expected = sorted(
+        {
+            administration_lock_name(f"{tenants[m.visma_account]}/{m.branch}/{m.ledger}")
+            for m in loaded.mappings.values()
+            if tenants.get(m.visma_account)
+        }
+    )
+    assert expected
+    with get_client(sync_client=True) as client:
+        for name in expected:
+            limit = client.read_global_concurrency_limit_by_name(name)
+            assert (limit.limit, limit.active) == (1, True)
+        client.delete_global_concurrency_limit_by_name(expected[0])  # as if it had never been made
+    again = apply_config(_example(), EXAMPLE_ENV)
+    assert again.posting_locks == [expected[0]]  # only the missing one is made; the others are found
+    assert apply_config(_example(), EXAMPLE_ENV).posting_locks == []
 
 
 def test_a_missing_secret_names_the_account_and_variable_and_writes_nothing(clean_blocks: None) -> None:
