@@ -1,4 +1,5 @@
-"""Locks the Prefect server grants: global concurrency limits of one slot, created on demand.
+"""Locks the Prefect server grants: global concurrency limits of one slot, made by `config apply` (`ensure_locks`)
+or on demand.
 
 The per-account token lock, and the per-administration posting lock (`server_lock`, tasks/posting.py), which
 keeps workers that share only the Prefect server from looking up and creating one administration's journals
