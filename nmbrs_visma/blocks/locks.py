@@ -115,8 +115,8 @@ def _one_slot(client: SyncPrefectClient, name: str, existing: Any) -> None:
 def _create_limit(name: str) -> None:
     """Create the limit `name` (1 slot), known to be missing; another worker creating it first is fine."""
     try:
-        with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        with get_client(sync_client=True) as client:
+            _one_slot(client, name, None)
     except Exception as exc:  # the server refused or could not be reached
         raise ConcurrencySlotAcquisitionError(f"Concurrency limit {name!r} could not be created: {exc}") from exc
 
